@@ -1,0 +1,65 @@
+"""Repetition diagnostics: corpus metrics, the loop a generation ended in, self-reinforcement.
+
+- ``metrics``: rep-n and diversity (Su et al. 2022), seq-rep-n (Welleck et al. 2020),
+  distinct-n (Li et al. 2016), rep-sen (Xu et al. 2022), repetition % (Holtzman et al. 2020).
+- ``loops``: ``detect_loop`` → ``LoopReport`` (period, cycles, onset, spans to highlight).
+- ``reinforcement``: TP / IP / WR of a sentence repeated N times (Xu et al. 2022).
+"""
+
+from .loops import (
+    LoopReport,
+    detect_loop,
+    periodic_tail_length,
+    spans_to_char_spans,
+    token_char_offsets,
+)
+from .metrics import (
+    as_corpus,
+    as_tokens,
+    distinct_n,
+    diversity,
+    holtzman_repetition,
+    mean_rep_sen,
+    mean_seq_rep_n,
+    ngrams,
+    rep_n,
+    rep_sen,
+    repeated_tail_phrase,
+    repetition_percent,
+    sentences,
+    seq_rep_n,
+)
+from .reinforcement import (
+    MeanReinforcementCurve,
+    ReinforcementCurve,
+    mean_curve,
+    probe_ids,
+    self_reinforcement,
+)
+
+__all__ = [
+    "LoopReport",
+    "MeanReinforcementCurve",
+    "ReinforcementCurve",
+    "as_corpus",
+    "as_tokens",
+    "detect_loop",
+    "distinct_n",
+    "diversity",
+    "holtzman_repetition",
+    "mean_curve",
+    "mean_rep_sen",
+    "mean_seq_rep_n",
+    "ngrams",
+    "periodic_tail_length",
+    "probe_ids",
+    "rep_n",
+    "rep_sen",
+    "repeated_tail_phrase",
+    "repetition_percent",
+    "self_reinforcement",
+    "sentences",
+    "seq_rep_n",
+    "spans_to_char_spans",
+    "token_char_offsets",
+]

@@ -1,0 +1,83 @@
+"""The model side of the loop: one prefill over the prompt, then one token per step (KV cache).
+
+We call the model with exactly the inputs ``generate()`` builds (``position_ids``, an attention
+mask only when there is padding, ``logits_to_keep=1``, a ``DynamicCache``), so the logits are
+bit-identical to the reference and parity can be token-exact.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+
+@functools.lru_cache(maxsize=None)
+def _accepts_logits_to_keep(model_class: type) -> bool:
+    return "logits_to_keep" in inspect.signature(model_class.forward).parameters
+
+
+def supports_logits_to_keep(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return _accepts_logits_to_keep(type(base))
+
+
+@dataclass
+class KVState:
+    """The growing state of a batch: cache, attention mask (None without padding), positions."""
+
+    cache: DynamicCache
+    attention_mask: torch.Tensor | None
+    next_position: torch.Tensor        # (batch, 1) position id of the next token
+
+
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Left-pad id lists to a ``(batch, length)`` tensor; the mask is None when nothing is padded."""
+    length = max(len(r) for r in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), length), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, length - len(r):] = torch.tensor(r, dtype=torch.long)
+        mask[i, length - len(r):] = 1
+    return ids, (None if bool(mask.all()) else mask)
+
+
+def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+            keep_last: bool = True, output_hidden_states: bool = False):
+    """Run the prompt. Returns (logits ``(batch, vocab)`` float32, KVState, model output)."""
+    device = model.device
+    input_ids = input_ids.to(device)
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(device)
+        # transformers' _prepare_position_ids_for_generation: cumsum of the mask, pads at 0.
+        positions = (attention_mask.long().cumsum(-1) - 1).masked_fill(attention_mask == 0, 0)
+    else:
+        positions = torch.arange(input_ids.shape[1], device=device).unsqueeze(0).expand(
+            input_ids.shape[0], -1)
+    cache = DynamicCache(config=model.config.get_text_config(decoder=True))
+    kwargs = {"logits_to_keep": 1} if keep_last and supports_logits_to_keep(model) else {}
+    out = model(input_ids=input_ids, position_ids=positions, attention_mask=attention_mask,
+                past_key_values=cache, use_cache=True, output_hidden_states=output_hidden_states,
+                **kwargs)
+    logits = out.logits[:, -1].to(copy=True, dtype=torch.float32)
+    state = KVState(cache=out.past_key_values, attention_mask=attention_mask,
+                    next_position=positions[:, -1:] + 1)
+    return logits, state, out
+
+
+def decode_step(model, tokens: torch.Tensor, state: KVState, output_hidden_states: bool = False):
+    """Feed one new token per row ``(batch,)``; returns (logits float32, model output)."""
+    device = model.device
+    if state.attention_mask is not None:
+        state.attention_mask = torch.cat(
+            [state.attention_mask, state.attention_mask.new_ones((tokens.shape[0], 1))], dim=-1)
+    kwargs = {"logits_to_keep": 1} if supports_logits_to_keep(model) else {}
+    out = model(input_ids=tokens.to(device)[:, None], position_ids=state.next_position,
+                attention_mask=state.attention_mask, past_key_values=state.cache, use_cache=True,
+                output_hidden_states=output_hidden_states, **kwargs)
+    state.cache = out.past_key_values
+    state.next_position = state.next_position + 1
+    return out.logits[:, -1].to(copy=True, dtype=torch.float32), out

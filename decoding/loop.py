@@ -1,0 +1,197 @@
+"""Our own generation loop (greedy and sampling); beam search lives in ``beam.py``.
+
+The step, as on the slide (nanoGPT's ``generate``, plus the explicit chain):
+
+    logits = model(last token, KV cache)[:, -1]          # raw next-token scores
+    scores = chain(logits)                                # penalties → temperature → truncation
+    token  = argmax(scores)  or  multinomial(softmax(scores), generator)
+
+Every row of a batch is one sequence; ``num_return_sequences`` samples of one prompt are rows
+that share a ``torch.Generator`` and are drawn with one ``multinomial`` call, as ``generate``
+does, so the same seed gives the same tokens.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from .chain import StepContext, apply_chain, build_chain, chain_names
+from .config import DecodingConfig
+from .errors import ConfigError, GenerationError
+from .forward import decode_step, left_pad, prefill
+from .models import LM
+from .recorder import TokenTexts, record_steps
+from .trace import Generation, SequenceResult
+
+DEFAULT_TRACE_TOP = 20
+
+
+def check_prompt(lm: LM, prompt: str) -> None:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ConfigError(f"prompt={prompt!r} is empty; allowed: a non-empty string")
+
+
+def check_prompt_ids(lm: LM, prompt_ids: list[int]) -> None:
+    if len(prompt_ids) == 0:
+        raise ConfigError("prompt has 0 tokens; allowed: at least 1 token")
+    if len(prompt_ids) >= lm.max_context:
+        raise ConfigError(
+            f"prompt is {len(prompt_ids)} tokens long; allowed: fewer than the model's context "
+            f"of {lm.max_context} tokens")
+
+
+def check_trace_top(trace_top: int) -> None:
+    if not isinstance(trace_top, int) or isinstance(trace_top, bool) or not 1 <= trace_top <= 1000:
+        raise ConfigError(f"trace_top={trace_top!r} is out of range; allowed: an integer in [1, 1000]")
+
+
+def new_generator(lm: LM, seed: int) -> torch.Generator:
+    return torch.Generator(device=lm.device).manual_seed(seed)
+
+
+def generate(lm: LM, prompt: str, config: DecodingConfig | None = None, chat: bool = True,
+             trace: bool = True, trace_top: int = DEFAULT_TRACE_TOP) -> Generation:
+    """Generate a continuation of ``prompt`` (chat: as the user turn of the chat template).
+
+    Returns a ``Generation`` with the sequences and, when ``trace``, a ``StepTrace`` per step
+    holding the top ``trace_top`` tokens through every stage of the chain.
+    """
+    check_prompt(lm, prompt)
+    prompt_ids = lm.encode(prompt, chat=chat)
+    return generate_ids(lm, prompt_ids, config, trace=trace, trace_top=trace_top,
+                        prompt=prompt, chat=chat)
+
+
+def generate_ids(lm: LM, prompt_ids: list[int], config: DecodingConfig | None = None, *,
+                 trace: bool = True, trace_top: int = DEFAULT_TRACE_TOP, prompt: str | None = None,
+                 chat: bool = False) -> Generation:
+    """Generate from already tokenised ids (used for branching from a chosen step)."""
+    config = config or DecodingConfig()
+    check_prompt_ids(lm, prompt_ids)
+    check_trace_top(trace_top)
+    started = time.perf_counter()
+    if config.strategy == "beam":
+        from .beam import beam_search
+
+        sequences, beam_steps, names = beam_search(lm, [prompt_ids], config, trace=trace)[0]
+    else:
+        results, names = decode_batch(lm, [prompt_ids], config, trace=trace, trace_top=trace_top)
+        sequences, beam_steps = results[0], []
+    return Generation(
+        model=lm.name, adapter=lm.adapter,
+        prompt=prompt if prompt is not None else lm.decode(prompt_ids, skip_special_tokens=False),
+        chat=chat, prompt_ids=list(prompt_ids), config=config.to_dict(), chain=names,
+        sequences=sequences, beam_steps=beam_steps, elapsed_s=time.perf_counter() - started)
+
+
+def pad_token_id(lm: LM) -> int:
+    pad = lm.tokenizer.pad_token_id
+    if pad is None:
+        pad = lm.eos_token_ids[0] if lm.eos_token_ids else 0
+    return int(pad)
+
+
+class StopChecker:
+    """Finish reasons for one row: end-of-sequence, a stop string, length, context."""
+
+    def __init__(self, lm: LM, config: DecodingConfig, max_steps: int, context_bound: bool) -> None:
+        self.lm = lm
+        self.eos = set() if config.ignore_eos else set(lm.eos_token_ids)
+        self.stop_strings = config.stop_strings
+        self.tail_tokens = max((len(s) for s in self.stop_strings), default=0) + 2
+        self.max_steps = max_steps
+        self.context_bound = context_bound
+
+    def __call__(self, token_ids: list[int]) -> str | None:
+        if token_ids[-1] in self.eos:
+            return "eos"
+        if self.stop_strings and self._hit_stop_string(token_ids):
+            return "stop_string"
+        if len(token_ids) >= self.max_steps:
+            return "context" if self.context_bound else "length"
+        return None
+
+    def _hit_stop_string(self, token_ids: list[int]) -> bool:
+        # A stop string counts once the newest token completes it (it was not there before).
+        tail = token_ids[-self.tail_tokens:]
+        now = self.lm.decode(tail, skip_special_tokens=False)
+        before = self.lm.decode(tail[:-1], skip_special_tokens=False)
+        return any(s in now and s not in before for s in self.stop_strings)
+
+
+def decode_batch(lm: LM, prompts: list[list[int]], config: DecodingConfig, *, trace: bool = True,
+                 trace_top: int = DEFAULT_TRACE_TOP, seeds: list[int] | None = None
+                 ) -> tuple[list[list[SequenceResult]], list[str]]:
+    """Greedy or sampling decoding of several prompts at once (left padding).
+
+    Each prompt becomes ``num_return_sequences`` rows drawing from a generator seeded with its
+    own seed (default ``config.seed``), so a prompt gets the same tokens alone or in a batch.
+    Returns, per prompt, its sequences, and the chain's stage names.
+    """
+    model = lm.model
+    n = config.num_return_sequences
+    rows = [list(p) for p in prompts for _ in range(n)]
+    seeds = seeds if seeds is not None else [config.seed] * len(prompts)
+    groups = [(slice(i * n, (i + 1) * n), new_generator(lm, s)) for i, s in enumerate(seeds)]
+    pad = pad_token_id(lm)
+    input_ids, mask = left_pad(rows, pad)
+    batch, prompt_len = input_ids.shape
+    context_ids = input_ids if mask is None else input_ids.masked_fill(mask == 0, -1)
+
+    stages = build_chain(config, lm.eos_token_ids)
+    names = chain_names(stages)
+    room = lm.max_context - prompt_len
+    max_steps = min(config.max_new_tokens, room)
+    stop = StopChecker(lm, config, max_steps, context_bound=room < config.max_new_tokens)
+    texts = TokenTexts(lm.tokenizer)
+
+    generated: list[list[int]] = [[] for _ in rows]
+    steps: list[list] = [[] for _ in rows]
+    sum_logprob = [0.0] * batch
+    finish: list[str | None] = [None] * batch
+    seq = context_ids.to(lm.device)
+
+    with torch.inference_mode():
+        logits, state, _ = prefill(model, input_ids, mask)
+        for step in range(max_steps):
+            live = [r for r in range(batch) if finish[r] is None]
+            if not torch.isfinite(logits[live]).all():
+                raise GenerationError(
+                    f"non-finite logits (nan or inf) from the model at step {step}; "
+                    "generation stopped")
+            ctx = StepContext(input_ids=seq, prompt_length=prompt_len)
+            final, history = apply_chain(stages, ctx, logits, record=trace)
+            if not torch.isfinite(final[live]).any(-1).all():
+                raise GenerationError(f"every token was removed by the processor chain at step {step}")
+            if config.do_sample:
+                probs = torch.softmax(final, dim=-1)
+                chosen = torch.empty(batch, dtype=torch.long, device=final.device)
+                for rows_slice, generator in groups:
+                    chosen[rows_slice] = torch.multinomial(
+                        probs[rows_slice], num_samples=1, generator=generator).squeeze(1)
+            else:
+                chosen = torch.argmax(final, dim=-1)
+            done = torch.tensor([f is not None for f in finish], device=chosen.device)
+            chosen = torch.where(done, torch.full_like(chosen, pad), chosen)
+
+            logp = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None]).squeeze(1).tolist()
+            if trace:
+                for r, st in zip(live, record_steps(step, [h.cpu() for h in history], names,
+                                                    chosen.cpu(), live, trace_top, texts)):
+                    steps[r].append(st)
+            chosen_list = chosen.tolist()
+            for r in live:
+                generated[r].append(chosen_list[r])
+                sum_logprob[r] += logp[r]
+                finish[r] = stop(generated[r])
+            if all(f is not None for f in finish):
+                break
+            seq = torch.cat([seq, chosen[:, None]], dim=-1)
+            logits, _ = decode_step(model, chosen, state)
+
+    results = [SequenceResult(token_ids=generated[r], text=lm.decode(generated[r]),
+                              finish_reason=finish[r] or "length", steps=steps[r],
+                              sum_logprob=sum_logprob[r]) for r in range(batch)]
+    return [results[i * n:(i + 1) * n] for i in range(len(prompts))], names
