@@ -14,6 +14,7 @@ from decoding.errors import DecodingLabError
 
 COMMAND_MODULES = [
     "app.cli_generate",
+    "app.cli_prefmath",
 ]
 
 

@@ -1,0 +1,1 @@
+"""The preference datasets shipped with Decoding Lab (JSON files; see README.md)."""

@@ -1,0 +1,94 @@
+"""``declab generate`` and ``declab demo``: generation from the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from decoding import DecodingConfig, generate, load_model
+from decoding.io import write_text_atomic
+from decoding.trace import Generation
+
+from .cli_common import add_dataclass_arguments, dataclass_from_args
+
+# Our own wording of the GPT-2 "unicorn" prompt that Holtzman et al. (2020, Fig. 1) continue.
+UNICORN = ("Scientists exploring a hidden valley high in the Andes have found a herd of unicorns "
+           "that nobody had ever seen before. Stranger still, the animals were heard speaking "
+           "fluent English.")
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="A local transformers directory, a .gguf "
+                        "file or a hub id (default: the embedded SmolLM2-135M-Instruct).")
+    parser.add_argument("--adapter", default=None, help="A PEFT adapter directory to apply.")
+    parser.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: "
+                        "float32 on CPU, bfloat16 on CUDA).")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda (default: auto).")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("generate", help="Generate text and show every step's distribution.",
+                              description="Generate a continuation with our own loop, then show "
+                              "each token with its probability and the size of the kept set.")
+    p.add_argument("prompt", help="The prompt (a user message in chat mode, raw text with --no-chat).")
+    add_model_arguments(p)
+    p.add_argument("--no-chat", dest="chat", action="store_false",
+                   help="Treat the prompt as raw text to continue (no chat template).")
+    p.add_argument("--trace-top", type=int, default=20, help="Tokens recorded per stage and step.")
+    p.add_argument("--json", action="store_true", help="Print the whole Generation as JSON.")
+    p.add_argument("--out", default=None, help="Also write the Generation JSON to this file.")
+    add_dataclass_arguments(p, DecodingConfig)
+    p.set_defaults(func=run_generate)
+
+    d = subparsers.add_parser("demo", help="Terminal demos on the embedded model.")
+    d.add_argument("name", choices=["unicorn"], help="unicorn: greedy vs beam vs top-p on "
+                   "Holtzman et al.'s unicorn prompt, raw mode.")
+    add_model_arguments(d)
+    d.add_argument("--max-new-tokens", type=int, default=120)
+    d.set_defaults(func=run_demo)
+
+
+def per_token_lines(gen: Generation, width: int = 24) -> list[str]:
+    """The compact per-token view: step, token, p(raw), p(final), kept-set size, rank."""
+    lines = [f"{'step':>4}  {'token':<{width}} {'p raw':>7} {'p final':>8} {'kept':>6} {'rank':>5}"]
+    for s in gen.steps:
+        token = repr(s.token_text)[1:-1][:width]
+        lines.append(f"{s.step:>4}  {token:<{width}} {s.prob_raw:>7.1%} {s.prob_final:>8.1%} "
+                     f"{s.kept_count:>6} {s.rank_raw:>5}")
+    return lines
+
+
+def run_generate(args) -> int:
+    config = dataclass_from_args(DecodingConfig, args)
+    lm = load_model(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device)
+    gen = generate(lm, args.prompt, config, chat=args.chat, trace=True, trace_top=args.trace_top)
+    if args.out:
+        write_text_atomic(args.out, gen.to_json(indent=1))
+    if args.json:
+        print(gen.to_json())
+        return 0
+    print(gen.text)
+    print()
+    for i, seq in enumerate(gen.sequences[1:], start=2):
+        print(f"--- sequence {i} (score {seq.score}):\n{seq.text}\n")
+    print(f"[{len(gen.token_ids)} tokens, finish: {gen.finish_reason}, chain: "
+          f"{' -> '.join(gen.chain)}, {gen.elapsed_s:.1f} s]")
+    if gen.steps:
+        print("\n".join(per_token_lines(gen)))
+    return 0
+
+
+def run_demo(args) -> int:
+    lm = load_model(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device)
+    n = args.max_new_tokens
+    runs = [("greedy", DecodingConfig(max_new_tokens=n)),
+            ("beam-4", DecodingConfig(strategy="beam", num_beams=4, max_new_tokens=n)),
+            ("top-p 0.95", DecodingConfig(strategy="sample", top_p=0.95, max_new_tokens=n, seed=0))]
+    print(f"Prompt (raw mode): {UNICORN}\n")
+    for label, config in runs:
+        print(f"=== {label}", file=sys.stdout, flush=True)
+        gen = generate(lm, UNICORN, config, chat=False, trace=False)
+        print(gen.text.strip())
+        print(f"[{len(gen.token_ids)} tokens, finish: {gen.finish_reason}, "
+              f"{len(gen.token_ids) / max(gen.elapsed_s, 1e-9):.1f} tok/s]\n", flush=True)
+    return 0
