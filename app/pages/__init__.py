@@ -1,0 +1,1 @@
+"""The lab's pages: one module per page, each with a ``render()`` function."""

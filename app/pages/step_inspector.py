@@ -1,0 +1,211 @@
+"""Step inspector: generate once, then walk through the steps and watch each stage of the
+processor chain (raw → penalties → temperature → truncation) reshape the next-token
+distribution. Presentation only: the numbers come from ``decoding.generate``'s trace."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import charts, lab_state
+from decoding import DecodingConfig, DecodingLabError, GenerationError, generate, help_text
+from decoding.config import STRATEGIES
+
+# Session-state keys of this page (the generation itself and the widgets the code resets).
+GENERATION_KEY = "step_inspector.generation"
+GENERATE_CALLS_KEY = "step_inspector.generate_calls"   # how often generate() ran: scrubbing must not
+STEP_KEY = "step_inspector.step"
+PROMPT_KEY = "step_inspector.prompt"
+STRATEGY_KEY = "step_inspector.strategy"
+TOP_N_KEY = "step_inspector.top_n"
+SHADE_KEY = "step_inspector.shade"
+GENERATE_KEY = "step_inspector.generate"
+
+TRACE_TOP = 20
+DEFAULTS = DecodingConfig()
+
+
+def knob_key(name: str) -> str:
+    return f"step_inspector.{name}"
+
+
+# ---------------------------------------------------------------------- controls
+
+def _number(name: str, min_value, max_value=None, step=1, **kwargs):
+    return st.number_input(name, min_value=min_value, max_value=max_value,
+                           value=getattr(DEFAULTS, name), step=step, help=help_text(name),
+                           key=knob_key(name), **kwargs)
+
+
+def _slider(name: str, min_value: float, max_value: float, step: float, value=None):
+    value = getattr(DEFAULTS, name) if value is None else value
+    return st.slider(name, min_value=min_value, max_value=max_value, value=value, step=step,
+                     help=help_text(name), key=knob_key(name))
+
+
+def common_knobs() -> dict:
+    c = st.columns(4)
+    with c[0]:
+        max_new_tokens = _number("max_new_tokens", 1, 1024)
+    with c[1]:
+        min_new_tokens = _number("min_new_tokens", 0, 1024)
+    with c[2]:
+        repetition_penalty = _number("repetition_penalty", 0.05, 10.0, step=0.05, format="%.2f")
+    with c[3]:
+        no_repeat_ngram_size = _number("no_repeat_ngram_size", 0, 20)
+    ignore_eos = st.checkbox("ignore_eos", value=DEFAULTS.ignore_eos, help=help_text("ignore_eos"),
+                             key=knob_key("ignore_eos"))
+    return dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                ignore_eos=ignore_eos)
+
+
+def sample_knobs() -> dict:
+    c = st.columns(4)
+    with c[0]:
+        temperature = _slider("temperature", 0.05, 3.0, 0.05)
+    with c[1]:
+        top_k = _number("top_k", 0, 100_000)
+    with c[2]:
+        top_p = _slider("top_p", 0.01, 1.0, 0.01)
+    with c[3]:
+        min_p = _slider("min_p", 0.0, 1.0, 0.01, value=0.0)
+    with st.expander("More truncation: typical, epsilon, eta"):
+        e = st.columns(3)
+        with e[0]:
+            typical_p = _slider("typical_p", 0.01, 1.0, 0.01)
+        with e[1]:
+            epsilon_cutoff = _number("epsilon_cutoff", 0.0, 0.99, step=1e-4, format="%.4f")
+        with e[2]:
+            eta_cutoff = _number("eta_cutoff", 0.0, 0.99, step=1e-4, format="%.4f")
+    # The min_p slider's 0 stands for "off" (DecodingConfig's None): keeping p >= 0·p_max keeps all.
+    return dict(temperature=temperature, top_k=top_k, top_p=top_p,
+                min_p=min_p if min_p > 0 else None, typical_p=typical_p,
+                epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff)
+
+
+def beam_knobs() -> dict:
+    c = st.columns(4)
+    with c[0]:
+        num_beams = _number("num_beams", 1, 16)
+    with c[1]:
+        length_penalty = _number("length_penalty", -5.0, 5.0, step=0.1, format="%.1f")
+    with c[2]:
+        early_stopping = st.selectbox("early_stopping", [False, True, "never"],
+                                      help=help_text("early_stopping"),
+                                      key=knob_key("early_stopping"))
+    # Every finished hypothesis is returned, for the hypotheses table.
+    return dict(num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
+                num_return_sequences=num_beams)
+
+
+STRATEGY_KNOBS = {"greedy": lambda: {}, "sample": sample_knobs, "beam": beam_knobs}
+
+
+# ---------------------------------------------------------------------- generation
+
+def run_generation(prompt: str, knobs: dict) -> None:
+    """Validate, load the model, generate; store the Generation in session state."""
+    if not prompt.strip():
+        st.error("The prompt is empty: type a prompt to continue.")
+        return
+    current = lab_state.settings()
+    try:
+        config = DecodingConfig(seed=current.seed, **knobs)
+    except DecodingLabError as exc:
+        st.error(str(exc))
+        return
+    lm = lab_state.load_lm(current)
+    if lm is None:
+        return
+    try:
+        with st.spinner("Generating…"):
+            generation = generate(lm, prompt, config, chat=current.chat, trace=True,
+                                  trace_top=TRACE_TOP)
+    except (DecodingLabError, GenerationError) as exc:
+        st.error(str(exc))
+        return
+    st.session_state[GENERATION_KEY] = generation
+    st.session_state[GENERATE_CALLS_KEY] = st.session_state.get(GENERATE_CALLS_KEY, 0) + 1
+    st.session_state[STEP_KEY] = 0   # the slider is drawn later in this run, so this is allowed
+
+
+# ---------------------------------------------------------------------- results
+
+@st.fragment
+def step_scrubber() -> None:
+    """Text, per-stage chart and metrics of one step. A fragment: moving the slider reruns only
+    this function, never the generation."""
+    generation = st.session_state[GENERATION_KEY]
+    steps = generation.steps
+    left, right = st.columns([3, 1])
+    with left:
+        if len(steps) > 1:
+            index = st.slider("Step", 0, len(steps) - 1, key=STEP_KEY,
+                              help="Pick a generation step: the chart shows its distribution.")
+        else:
+            index = 0
+    with right:
+        shade = st.radio("Shade tokens by", ["raw", "final"], horizontal=True, key=SHADE_KEY,
+                         help="raw: the model's own probability of each chosen token; final: its "
+                              "probability in the distribution it was drawn from (after the chain).")
+    st.html(charts.token_html(generation, kind=shade, selected=index))
+    st.html(charts.legend_html(shade))
+
+    step = steps[index]
+    st.subheader(f"Step {index}: {charts.visible_text(step.token_text)}")
+    for column, (label, value) in zip(st.columns(6), charts.step_metrics(step)):
+        column.metric(label, value)
+
+    top_n = st.slider("Tokens shown", 3, TRACE_TOP, 10, key=TOP_N_KEY,
+                      help="The raw top-n, the final top-n and the chosen token.")
+    frame = charts.stage_frame(step, top_n=top_n)
+    top_p = generation.config.get("top_p") if "top_p" in generation.chain else None
+    st.altair_chart(charts.stage_chart(frame, top_p=top_p), width="content")
+    st.caption("One panel per stage of the chain, in order. Blue: kept; vermilion (outlined): "
+               "the chosen token; grey: removed, drawn at the probability it had before the cut.")
+    if top_p is not None:
+        crossing = charts.top_p_crossing(frame, top_p)
+        if crossing is None:
+            st.caption(f"top_p = {top_p:g}: the tokens shown hold less than p, so the nucleus "
+                       "extends below them.")
+        else:
+            st.caption(f"top_p = {top_p:g}: the cumulative probability reaches p at "
+                       f"{crossing['token']} ({crossing['cum_prob_in']:.1%}, dashed line); "
+                       "less likely tokens fall outside the nucleus and are removed.")
+
+
+def beam_results(generation) -> None:
+    st.html(charts.token_html(generation))
+    st.dataframe(charts.hypotheses_frame(generation), hide_index=True)
+    st.info("Beam search keeps whole hypotheses rather than a per-step distribution, so the step "
+            "scrubber is hidden here. The Beam explorer page (coming) will show the beam tree.")
+
+
+def show_generation(generation) -> None:
+    chain = " → ".join(generation.chain)
+    st.caption(f"{generation.model} · {len(generation.token_ids)} tokens · "
+               f"{generation.elapsed_s:.1f} s · finish: {generation.finish_reason} · chain: {chain}")
+    if generation.config.get("strategy") == "beam" or not generation.steps:
+        beam_results(generation)
+    else:
+        step_scrubber()
+
+
+# ---------------------------------------------------------------------- page
+
+def render() -> None:
+    st.title("Step inspector")
+    st.caption("Generate once, then scrub through the steps: each panel shows the next-token "
+               "distribution after one more stage of the processor chain.")
+    prompt = st.text_area("Prompt", key=PROMPT_KEY, height=100,
+                          placeholder="In a shocking finding, scientists discovered a herd of "
+                                      "unicorns living in a remote valley…")
+    strategy = st.radio("strategy", STRATEGIES, horizontal=True, key=STRATEGY_KEY,
+                        help=help_text("strategy"))
+    knobs = {"strategy": strategy, **common_knobs(), **STRATEGY_KNOBS[strategy]()}
+    if st.button("Generate", type="primary", key=GENERATE_KEY):
+        run_generation(prompt, knobs)
+    generation = st.session_state.get(GENERATION_KEY)
+    if generation is not None:
+        st.divider()
+        show_generation(generation)

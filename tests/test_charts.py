@@ -1,0 +1,188 @@
+"""The lab's pure chart/data builders on hand-built traces (no model, no Streamlit)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from app import charts
+from decoding.trace import Candidate, Generation, SequenceResult, StepTrace
+
+A, B, C, D = 10, 11, 12, 13
+
+# A repetition penalty that reorders the tokens (C overtakes B), then top_p = 0.7:
+# input to top_p, most likely first: A .60, C .25, B .10, D .05 -> cumulative .60, .85 -> the
+# nucleus is {A, C}, renormalised to .60/.85 and .25/.85.
+STAGES = ["raw", "repetition_penalty", "top_p"]
+NUCLEUS = 0.85
+
+
+def step_with_cut(chosen: int = C) -> StepTrace:
+    candidates = [
+        Candidate(A, "A", 2.0, [0.50, 0.60, 0.60 / NUCLEUS], [True, True, True]),
+        Candidate(B, "B", 1.5, [0.30, 0.10, 0.0], [True, True, False]),
+        Candidate(C, "C", 1.0, [0.15, 0.25, 0.25 / NUCLEUS], [True, True, True]),
+        Candidate(D, "D", 0.1, [0.05, 0.05, 0.0], [True, True, False]),
+    ]
+    return StepTrace(step=0, token_id=chosen, token_text="C", prob_raw=0.15,
+                     prob_final=0.25 / NUCLEUS, logprob_raw=-1.897, rank_raw=3, rank_final=2,
+                     entropy_raw=1.142, entropy_final=0.606, kept_count=2, stages=STAGES,
+                     candidates=candidates, raw_logsumexp=3.0)
+
+
+def generation_of(steps: list[StepTrace]) -> Generation:
+    text = "".join(s.token_text for s in steps)
+    return Generation(model="hand-built", prompt="p", chat=False, prompt_ids=[1],
+                      config={"strategy": "sample", "top_p": 0.7}, chain=STAGES,
+                      sequences=[SequenceResult(token_ids=[s.token_id for s in steps], text=text,
+                                                finish_reason="length", steps=steps)])
+
+
+def token_step(index: int, text: str, p: float, alternatives: list[tuple[str, float]]) -> StepTrace:
+    chosen = Candidate(100 + index, text, 0.0, [p], [True])
+    others = [Candidate(200 + i, t, 0.0, [q], [True]) for i, (t, q) in enumerate(alternatives)]
+    return StepTrace(step=index, token_id=100 + index, token_text=text, prob_raw=p, prob_final=p,
+                     logprob_raw=0.0, rank_raw=1, rank_final=1, entropy_raw=1.0,
+                     entropy_final=1.0, kept_count=5, stages=["raw"],
+                     candidates=[chosen] + others, raw_logsumexp=0.0)
+
+
+# ---------------------------------------------------------------------- stage_frame
+
+def test_stage_frame_rows_in_chain_then_raw_order():
+    frame = charts.stage_frame(step_with_cut())
+    assert list(frame.columns) == charts.STAGE_COLUMNS
+    assert len(frame) == 12
+    assert list(frame["stage"]) == [s for s in STAGES for _ in range(4)]
+    assert list(frame["stage_index"]) == [j for j in range(3) for _ in range(4)]
+    assert list(frame["token"]) == ["A", "B", "C", "D"] * 3
+    assert list(frame["token_id"]) == [A, B, C, D] * 3
+    assert list(frame["chosen"]) == [False, False, True, False] * 3
+
+
+def test_stage_frame_probs_kept_and_ghost_bars():
+    top_p = charts.stage_frame(step_with_cut()).query("stage == 'top_p'")
+    assert list(top_p["prob"]) == pytest.approx([0.60 / NUCLEUS, 0.0, 0.25 / NUCLEUS, 0.0])
+    assert list(top_p["prob_in"]) == pytest.approx([0.60, 0.10, 0.25, 0.05])
+    assert list(top_p["kept"]) == [True, False, True, False]
+    assert list(top_p["removed_here"]) == [False, True, False, True]
+    # Removed tokens are drawn at the probability they had entering the cut.
+    assert list(top_p["shown"]) == pytest.approx([0.60 / NUCLEUS, 0.10, 0.25 / NUCLEUS, 0.05])
+    assert list(top_p["status"]) == ["kept", "removed", "chosen", "removed"]
+
+
+def test_stage_frame_cumulative_probs_follow_each_stage_order():
+    frame = charts.stage_frame(step_with_cut())
+    by_stage = {s: frame[frame["stage"] == s] for s in STAGES}
+    assert list(by_stage["raw"]["cum_prob"]) == pytest.approx([0.50, 0.80, 0.95, 1.00])
+    assert list(by_stage["raw"]["cum_prob_in"]) == pytest.approx([0.50, 0.80, 0.95, 1.00])
+    # After the penalty C (.25) ranks before B (.10): A .60, C .85, B .95, D 1.0.
+    assert list(by_stage["repetition_penalty"]["cum_prob"]) == pytest.approx([0.60, 0.95, 0.85, 1.00])
+    assert list(by_stage["repetition_penalty"]["cum_prob_in"]) == pytest.approx([0.50, 0.80, 0.95, 1.00])
+    assert list(by_stage["top_p"]["cum_prob_in"]) == pytest.approx([0.60, 0.95, 0.85, 1.00])
+    assert list(by_stage["top_p"]["cum_prob"]) == pytest.approx([0.60 / NUCLEUS, 1.0, 1.0, 1.0])
+
+
+def test_stage_frame_top_n_keeps_raw_top_final_top_and_chosen():
+    frame = charts.stage_frame(step_with_cut(chosen=C), top_n=1)
+    assert list(frame.query("stage == 'raw'")["token"]) == ["A", "C"]   # raw top-1, chosen
+    frame = charts.stage_frame(step_with_cut(chosen=C), top_n=2)
+    assert list(frame.query("stage == 'raw'")["token"]) == ["A", "B", "C"]  # D dropped
+
+
+def test_top_p_crossing_matches_the_recorded_cut():
+    frame = charts.stage_frame(step_with_cut())
+    row = charts.top_p_crossing(frame, 0.7)
+    assert row["token"] == "C"
+    assert row["cum_prob_in"] == pytest.approx(0.85)
+    # The nucleus up to the crossing is exactly the kept set the loop recorded.
+    stage = frame[frame["stage"] == "top_p"]
+    nucleus = set(stage[stage["cum_prob_in"] <= row["cum_prob_in"] + 1e-12]["token"])
+    assert nucleus == set(stage[stage["kept"]]["token"]) == {"A", "C"}
+
+
+def test_top_p_crossing_beyond_shown_tokens_is_none():
+    frame = charts.stage_frame(step_with_cut(), top_n=1)   # A and C shown: mass .85
+    assert charts.top_p_crossing(frame, 0.9) is None
+
+
+def test_duplicate_token_texts_get_ids():
+    step = step_with_cut()
+    step.candidates[1].text = "A"
+    frame = charts.stage_frame(step)
+    assert list(frame.query("stage == 'raw'")["token"]) == [f"A #{A}", f"A #{B}", "C", "D"]
+
+
+# ---------------------------------------------------------------------- stage_chart
+
+def _marks(spec: dict) -> list[str]:
+    return [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"]
+            for layer in spec["layer"]]
+
+
+def test_stage_chart_panels_in_chain_order_with_top_p_rule():
+    chart = charts.stage_chart(charts.stage_frame(step_with_cut()), top_p=0.7).to_dict()
+    assert chart["facet"]["sort"] == STAGES
+    assert _marks(chart["spec"]) == ["bar", "text", "rule", "text"]
+    assert chart["spec"]["layer"][0]["encoding"]["x"]["axis"]["format"] == "%"
+    data = next(iter(chart["datasets"].values()))
+    crossing = [(r["stage"], r["token"]) for r in data if r["crossing"]]
+    assert crossing == [("top_p", "C")]
+
+
+def test_stage_chart_without_top_p_has_no_rule():
+    chart = charts.stage_chart(charts.stage_frame(step_with_cut())).to_dict()
+    assert _marks(chart["spec"]) == ["bar", "text"]
+
+
+# ---------------------------------------------------------------------- token_html
+
+def test_token_html_escapes_markup():
+    gen = generation_of([token_step(0, "<script>alert(1)</script>", 0.5, [('"><b>x', 0.2)])])
+    out = charts.token_html(gen)
+    assert "<script>" not in out and "<b>" not in out
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in out
+    assert "&quot;&gt;&lt;b&gt;x 20.0%" in out   # the alternative, escaped inside title="..."
+
+
+def test_token_html_marks_whitespace_and_newlines():
+    out = charts.token_html(generation_of([token_step(0, " the\n", 0.5, [])]))
+    assert '<span class="ws">·</span>the<span class="ws">↵</span><br>' in out
+
+
+def test_token_html_colours_follow_probability():
+    gen = generation_of([token_step(0, "a", 0.05, []), token_step(1, "b", 0.9, []),
+                         token_step(2, "c", 0.05, [])])
+    colours = re.findall(r'style="background:(#[0-9a-f]{6})', charts.token_html(gen))
+    assert len(colours) == 3
+    assert colours[0] == colours[2] != colours[1]
+    assert charts.prob_colour(0.0) == charts.VIRIDIS[0]
+    assert charts.prob_colour(1.0) == charts.VIRIDIS[-1]
+    # Dark (low-probability) backgrounds get white text, bright ones black.
+    assert charts.text_colour(charts.prob_colour(0.0)) == "#ffffff"
+    assert charts.text_colour(charts.prob_colour(1.0)) == "#000000"
+
+
+def test_token_html_tooltip_lists_top_three_alternatives():
+    step = token_step(0, "cat", 0.4, [("dog", 0.3), ("cow", 0.1), ("owl", 0.05), ("ant", 0.01)])
+    out = charts.token_html(generation_of([step]))
+    title = re.search(r'title="([^"]*)"', out).group(1)
+    assert "p raw 40.0%" in title
+    assert "dog 30.0%, cow 10.0%, owl 5.0%" in title
+    assert "ant" not in title
+
+
+def test_token_html_outlines_selected_step():
+    gen = generation_of([token_step(0, "a", 0.5, []), token_step(1, "b", 0.5, [])])
+    out = charts.token_html(gen, selected=1)
+    assert out.count('class="tok sel"') == 1
+    assert out.index('class="tok sel"') > out.index('class="tok"')
+
+
+def test_step_metrics_values():
+    metrics = dict(charts.step_metrics(step_with_cut()))
+    assert metrics["chosen token"] == "C"
+    assert metrics["rank raw → final"] == "3 → 2"
+    assert metrics["entropy raw"] == "1.142 nats"
+    assert metrics["kept set"] == "2 tokens"
