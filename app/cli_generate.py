@@ -1,4 +1,4 @@
-"""``declab generate`` and ``declab demo``: generation from the terminal."""
+"""``declab generate``: generation from the terminal, with the per-token view."""
 
 from __future__ import annotations
 
@@ -10,12 +10,6 @@ from decoding.io import write_text_atomic
 from decoding.trace import Generation
 
 from .cli_common import add_dataclass_arguments, dataclass_from_args
-
-# Our own wording of the GPT-2 "unicorn" prompt that Holtzman et al. (2020, Fig. 1) continue.
-UNICORN = ("Scientists exploring a hidden valley high in the Andes have found a herd of unicorns "
-           "that nobody had ever seen before. Stranger still, the animals were heard speaking "
-           "fluent English.")
-
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="A local transformers directory, a .gguf "
@@ -40,12 +34,6 @@ def register(subparsers) -> None:
     add_dataclass_arguments(p, DecodingConfig)
     p.set_defaults(func=run_generate)
 
-    d = subparsers.add_parser("demo", help="Terminal demos on the embedded model.")
-    d.add_argument("name", choices=["unicorn"], help="unicorn: greedy vs beam vs top-p on "
-                   "Holtzman et al.'s unicorn prompt, raw mode.")
-    add_model_arguments(d)
-    d.add_argument("--max-new-tokens", type=int, default=120)
-    d.set_defaults(func=run_demo)
 
 
 def per_token_lines(gen: Generation, width: int = 24) -> list[str]:
@@ -75,20 +63,4 @@ def run_generate(args) -> int:
           f"{' -> '.join(gen.chain)}, {gen.elapsed_s:.1f} s]")
     if gen.steps:
         print("\n".join(per_token_lines(gen)))
-    return 0
-
-
-def run_demo(args) -> int:
-    lm = load_model(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device)
-    n = args.max_new_tokens
-    runs = [("greedy", DecodingConfig(max_new_tokens=n)),
-            ("beam-4", DecodingConfig(strategy="beam", num_beams=4, max_new_tokens=n)),
-            ("top-p 0.95", DecodingConfig(strategy="sample", top_p=0.95, max_new_tokens=n, seed=0))]
-    print(f"Prompt (raw mode): {UNICORN}\n")
-    for label, config in runs:
-        print(f"=== {label}", file=sys.stdout, flush=True)
-        gen = generate(lm, UNICORN, config, chat=False, trace=False)
-        print(gen.text.strip())
-        print(f"[{len(gen.token_ids)} tokens, finish: {gen.finish_reason}, "
-              f"{len(gen.token_ids) / max(gen.elapsed_s, 1e-9):.1f} tok/s]\n", flush=True)
     return 0
