@@ -11,6 +11,9 @@ so results are token-identical:
 * ``early_stopping``: True stops once ``num_beams`` hypotheses are finished; False stops when the
   best running beam, normalised at the current length, cannot beat the worst finished one;
   "never" does the same with the maximum length when ``length_penalty > 0`` (the canonical rule).
+
+Diverse beam search (``num_beam_groups`` > 1, ``diverse_beam.py``) runs the same step once per
+group, each group with its own width, running scores and finished pool.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import torch
 
 from .chain import StepContext, apply_chain, build_chain, chain_names
 from .config import DecodingConfig
+from .diverse_beam import previous_group_tokens
 from .errors import GenerationError
 from .forward import decode_step, left_pad, prefill
 from .loop import StopChecker, pad_token_id
@@ -38,9 +42,17 @@ def _gather(tensor: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def beam_search(lm: LM, prompts: list[list[int]], config: DecodingConfig, trace: bool = True
                 ) -> list[tuple[list[SequenceResult], list[BeamStep], list[str]]]:
-    """Beam search for each prompt; returns per prompt (sequences, beam tree steps, chain)."""
+    """Beam search for each prompt; returns per prompt (sequences, beam tree steps, chain).
+
+    With ``num_beam_groups`` G > 1 this is diverse beam search (``diverse_beam.py``): the beams
+    of a prompt form G groups of width W = num_beams / G, extended one group after the other,
+    each an ordinary beam step of width W with its own finished pool. Tensors are laid out
+    ``(batch, group, beam)``, so with G = 1 every step is exactly the plain beam step. In the
+    trace, beam ``i`` belongs to group ``i // W``.
+    """
     model = lm.model
-    num_beams, lp = config.num_beams, config.length_penalty
+    num_beams, groups, lp = config.num_beams, config.num_beam_groups, config.length_penalty
+    width = num_beams // groups
     batch = len(prompts)
     pad = pad_token_id(lm)
     input_ids, mask = left_pad([list(p) for p in prompts for _ in range(num_beams)], pad)
@@ -50,25 +62,26 @@ def beam_search(lm: LM, prompts: list[list[int]], config: DecodingConfig, trace:
     max_len = prompt_len + max_new
     eos = set() if config.ignore_eos else set(lm.eos_token_ids)
     stop = StopChecker(lm, config, max_new, context_bound=room < config.max_new_tokens)
-    beams_to_keep = max(2, 1 + len(lm.eos_token_ids)) * num_beams
-    top_beam_mask = torch.arange(beams_to_keep) < num_beams
-    stages = build_chain(config, lm.eos_token_ids)
+    beams_to_keep = max(2, 1 + len(lm.eos_token_ids)) * width
+    top_beam_mask = torch.arange(beams_to_keep) < width
+    stages = build_chain(config, lm.eos_token_ids, lm.tokenizer, lm.vocab_size)
     names = chain_names(stages)
     texts = TokenTexts(lm.tokenizer)
 
+    shape = (batch, groups, width)
     context = input_ids if mask is None else input_ids.masked_fill(mask == 0, -1)
-    running = torch.full((batch, num_beams, max_len), pad, dtype=torch.long)
-    running[:, :, :prompt_len] = context.view(batch, num_beams, prompt_len)
+    running = torch.full((*shape, max_len), pad, dtype=torch.long)
+    running[..., :prompt_len] = context.view(*shape, prompt_len)
     finished_seqs = running.clone()
-    running_scores = torch.zeros((batch, num_beams))
-    running_scores[:, 1:] = NEG  # all beams start identical: only the first may expand
-    finished_scores = torch.full((batch, num_beams), NEG)
-    finished_raw = torch.full((batch, num_beams), NEG)
-    finished_len = torch.zeros((batch, num_beams), dtype=torch.long)
-    is_finished = torch.zeros((batch, num_beams), dtype=torch.bool)
-    improvable = torch.ones((batch, 1), dtype=torch.bool)
+    running_scores = torch.zeros(shape)
+    running_scores[..., 1:] = NEG  # a group's beams start identical: only its first may expand
+    finished_scores = torch.full(shape, NEG)
+    finished_raw = torch.full(shape, NEG)
+    finished_len = torch.zeros(shape, dtype=torch.long)
+    is_finished = torch.zeros(shape, dtype=torch.bool)
+    improvable = torch.ones((batch, groups, 1), dtype=torch.bool)
     tree: list[list[BeamStep]] = [[] for _ in range(batch)]
-    hyp_ids = torch.full((batch, num_beams), -1, dtype=torch.long)  # finished pool -> trace record
+    hyp_ids = torch.full(shape, -1, dtype=torch.long)  # finished pool -> trace record
     records: list[list[FinishedHypothesis]] = [[] for _ in range(batch)]
 
     cur_len = prompt_len
@@ -79,63 +92,77 @@ def beam_search(lm: LM, prompts: list[list[int]], config: DecodingConfig, trace:
             if not torch.isfinite(logits).all():
                 raise GenerationError(f"non-finite logits (nan or inf) from the model at step "
                                       f"{cur_len - prompt_len}; generation stopped")
-            flat = running[:, :, :cur_len].reshape(batch * num_beams, cur_len)
             log_probs = torch.log_softmax(logits, dim=-1)
-            log_probs, _ = apply_chain(stages, StepContext(flat, prompt_len), log_probs)
             vocab = log_probs.shape[-1]
-            acc = (log_probs.view(batch, num_beams, vocab) + running_scores[:, :, None]).view(batch, -1)
-
-            # 1. the best 2·num_beams continuations over all beams
-            top_scores, top_index = torch.topk(acc, k=beams_to_keep)
-            parent = top_index // vocab
-            token = top_index % vocab
-            cand = _gather(running, parent)
-            cand[:, :, cur_len] = token
-            hits = _hits_stop(cand, token, cur_len, prompt_len, max_len, eos, stop)
-
-            # 2. running beams for the next step: the best non-finished candidates
-            run_scores = top_scores + hits.float() * NEG
-            next_index = torch.topk(run_scores, k=num_beams)[1]
-            running = _gather(cand, next_index)
-            running_scores = _gather(run_scores, next_index)
-            beam_parent = _gather(parent, next_index)
-
-            # 3. finished pool: merge candidates that just finished (among the top num_beams)
+            log_probs = log_probs.view(*shape, vocab)
             gen_len = cur_len + 1 - prompt_len
-            normalised = top_scores / (gen_len ** lp)
-            full = is_finished.all(-1, keepdim=True) & (config.early_stopping is True)
-            normalised = normalised + full.float() * NEG + (~improvable).float() * NEG
-            just_finished = hits & top_beam_mask[None, :]
-            normalised = normalised + (~just_finished).float() * NEG
-            new_ids = _record_finished(records, just_finished, normalised, top_scores, parent, cand,
-                                       cur_len, prompt_len, gen_len)
-            merged = torch.topk(torch.cat([finished_scores, normalised], 1), k=num_beams)[1]
-            finished_seqs = _gather(torch.cat([finished_seqs, cand], 1), merged)
-            finished_scores = _gather(torch.cat([finished_scores, normalised], 1), merged)
-            finished_raw = _gather(torch.cat([finished_raw, top_scores], 1), merged)
-            finished_len = _gather(torch.cat([finished_len, torch.full_like(parent, gen_len)], 1), merged)
-            is_finished = _gather(torch.cat([is_finished, just_finished], 1), merged)
-            hyp_ids = _gather(torch.cat([hyp_ids, new_ids], 1), merged)
+            beam_parent = torch.empty(shape, dtype=torch.long)
+            step_ids, all_hit = [], True
+            for g in range(groups):
+                flat = running[:, g, :, :cur_len].reshape(batch * width, cur_len)
+                ctx = StepContext(flat, prompt_len, group_tokens=previous_group_tokens(
+                    running[..., cur_len], g, width))
+                scores, _ = apply_chain(stages, ctx, log_probs[:, g].reshape(batch * width, vocab))
+                acc = (scores.view(batch, width, vocab) + running_scores[:, g, :, None]).view(batch, -1)
+
+                # 1. the best 2·width continuations over the group's beams
+                top_scores, top_index = torch.topk(acc, k=beams_to_keep)
+                parent = top_index // vocab
+                token = top_index % vocab
+                cand = _gather(running[:, g], parent)
+                cand[:, :, cur_len] = token
+                hits = _hits_stop(cand, token, cur_len, prompt_len, max_len, eos, stop)
+                all_hit &= bool(hits.all())
+
+                # 2. running beams for the next step: the best non-finished candidates
+                run_scores = top_scores + hits.float() * NEG
+                next_index = torch.topk(run_scores, k=width)[1]
+                running[:, g] = _gather(cand, next_index)
+                running_scores[:, g] = _gather(run_scores, next_index)
+                beam_parent[:, g] = _gather(parent, next_index) + g * width
+
+                # 3. finished pool: merge candidates that just finished (among the top width)
+                normalised = top_scores / (gen_len ** lp)
+                full = is_finished[:, g].all(-1, keepdim=True) & (config.early_stopping is True)
+                normalised = normalised + full.float() * NEG + (~improvable[:, g]).float() * NEG
+                just_finished = hits & top_beam_mask[None, :]
+                normalised = normalised + (~just_finished).float() * NEG
+                new_ids = _record_finished(records, just_finished, normalised, top_scores,
+                                           parent + g * width, cand, cur_len, prompt_len, gen_len)
+                merged = torch.topk(torch.cat([finished_scores[:, g], normalised], 1), k=width)[1]
+                finished_seqs[:, g] = _gather(torch.cat([finished_seqs[:, g], cand], 1), merged)
+                finished_scores[:, g] = _gather(torch.cat([finished_scores[:, g], normalised], 1), merged)
+                finished_raw[:, g] = _gather(torch.cat([finished_raw[:, g], top_scores], 1), merged)
+                lengths = torch.full_like(parent, gen_len)
+                finished_len[:, g] = _gather(torch.cat([finished_len[:, g], lengths], 1), merged)
+                is_finished[:, g] = _gather(torch.cat([is_finished[:, g], just_finished], 1), merged)
+                hyp_ids[:, g] = _gather(torch.cat([hyp_ids[:, g], new_ids], 1), merged)
+                step_ids.append(new_ids)
 
             if trace:
+                new_ids = torch.cat(step_ids, 1)
                 for b in range(batch):
-                    tree[b].append(_beam_step(gen_len - 1, running[b], running_scores[b], beam_parent[b],
+                    tree[b].append(_beam_step(gen_len - 1, running[b].view(num_beams, max_len),
+                                              running_scores[b].view(-1), beam_parent[b].view(-1),
                                               cur_len, texts, records[b], new_ids[b]))
 
             # 4. reorder the cache to follow the surviving beams' parents
-            flat_parent = (beam_parent + torch.arange(batch)[:, None] * num_beams).view(-1)
+            flat_parent = (beam_parent.view(batch, num_beams)
+                           + torch.arange(batch)[:, None] * num_beams).view(-1)
             state.cache.reorder_cache(flat_parent.to(lm.device))
             if state.attention_mask is not None:
                 state.attention_mask = state.attention_mask[flat_parent.to(lm.device)]
                 state.next_position = state.next_position[flat_parent.to(lm.device)]
             cur_len += 1
 
-            improvable = _early_stop_heuristic(improvable, running_scores, finished_scores, is_finished,
-                                               cur_len, max_len, prompt_len, config.early_stopping, lp)
+            improvable = _early_stop_heuristic(
+                improvable.view(-1, 1), running_scores.view(-1, width), finished_scores.view(-1, width),
+                is_finished.view(-1, width), cur_len, max_len, prompt_len, config.early_stopping,
+                lp).view(batch, groups, 1)
             open_beam = not (bool(is_finished.all()) and config.early_stopping is True)
-            if not (bool(improvable.any()) and open_beam and not bool(hits.all())) or cur_len >= max_len:
+            if not (bool(improvable.any()) and open_beam and not all_hit) or cur_len >= max_len:
                 break
-            logits, _ = decode_step(model, running[:, :, cur_len - 1].reshape(-1), state)
+            logits, _ = decode_step(model, running[..., cur_len - 1].reshape(-1), state)
 
     return [_results(lm, b, finished_seqs, finished_scores, finished_raw, finished_len, hyp_ids,
                      records, tree, prompt_len, config, eos, stop, names) for b in range(batch)]
@@ -191,12 +218,16 @@ def _beam_step(step, running, scores, parents, cur_len, texts, records, new_ids)
 
 def _results(lm, b, seqs, scores, raw, lengths, hyp_ids, records, tree, prompt_len, config, eos,
              stop, names):
+    """The best ``num_return_sequences`` finished hypotheses of prompt ``b``, all groups
+    competing on score (one group: its pool, already in descending order)."""
+    seqs, scores, raw = seqs[b].flatten(0, 1), scores[b].flatten(), raw[b].flatten()
+    lengths, hyp_ids = lengths[b].flatten(), hyp_ids[b].flatten()
+    slots = sorted((k for k in range(len(scores)) if float(scores[k]) > NEG / 2),
+                   key=lambda k: -float(scores[k]))  # stable: ties keep pool order
     out = []
-    for k in range(config.num_return_sequences):
-        length = int(lengths[b, k])
-        if float(scores[b, k]) <= NEG / 2:  # no finished hypothesis in this slot
-            continue
-        ids = seqs[b, k, prompt_len:prompt_len + length].tolist()
+    for k in slots[:config.num_return_sequences]:
+        length = int(lengths[k])
+        ids = seqs[k, prompt_len:prompt_len + length].tolist()
         if ids and ids[-1] in eos:
             reason = "eos"
         elif stop.stop_strings and stop._hit_stop_string(ids):
@@ -204,8 +235,8 @@ def _results(lm, b, seqs, scores, raw, lengths, hyp_ids, records, tree, prompt_l
         else:
             reason = "context" if stop.context_bound else "length"
         out.append(SequenceResult(token_ids=ids, text=lm.decode(ids), finish_reason=reason,
-                                  score=float(scores[b, k]), sum_logprob=float(raw[b, k])))
-    for k in range(config.num_beams):
-        if int(hyp_ids[b, k]) >= 0:
-            records[b][int(hyp_ids[b, k])].kept = True
+                                  score=float(scores[k]), sum_logprob=float(raw[k])))
+    for k in range(len(hyp_ids)):
+        if int(hyp_ids[k]) >= 0:
+            records[b][int(hyp_ids[k])].kept = True
     return out, tree[b], names

@@ -1,4 +1,5 @@
-"""Our own generation loop (greedy and sampling); beam search lives in ``beam.py``.
+"""Our own generation loop (greedy, sampling, mirostat); beam search lives in ``beam.py``,
+contrastive search in ``contrastive.py``, batched generation of several prompts in ``batch.py``.
 
 The step, as on the slide (nanoGPT's ``generate``, plus the explicit chain):
 
@@ -8,7 +9,8 @@ The step, as on the slide (nanoGPT's ``generate``, plus the explicit chain):
 
 Every row of a batch is one sequence; ``num_return_sequences`` samples of one prompt are rows
 that share a ``torch.Generator`` and are drawn with one ``multinomial`` call, as ``generate``
-does, so the same seed gives the same tokens.
+does, so the same seed gives the same tokens. A random stage of the chain (XTC's coin) draws
+from the same generator, once per row and step, before the token is drawn.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from .config import DecodingConfig
 from .errors import ConfigError, GenerationError
 from .forward import decode_step, left_pad, prefill
 from .models import LM
+from .mirostat import initial_mu, update_mu
 from .recorder import TokenTexts, record_steps
-from .trace import Generation, SequenceResult
+from .trace import BeamStep, Generation, SequenceResult, StepTrace
 
 DEFAULT_TRACE_TOP = 20
 
@@ -72,18 +75,34 @@ def generate_ids(lm: LM, prompt_ids: list[int], config: DecodingConfig | None = 
     check_prompt_ids(lm, prompt_ids)
     check_trace_top(trace_top)
     started = time.perf_counter()
-    if config.strategy == "beam":
-        from .beam import beam_search
-
-        sequences, beam_steps, names = beam_search(lm, [prompt_ids], config, trace=trace)[0]
-    else:
-        results, names = decode_batch(lm, [prompt_ids], config, trace=trace, trace_top=trace_top)
-        sequences, beam_steps = results[0], []
+    per_prompt, names = run_strategy(lm, [prompt_ids], config, trace, trace_top)
+    sequences, beam_steps = per_prompt[0]
     return Generation(
         model=lm.name, adapter=lm.adapter,
         prompt=prompt if prompt is not None else lm.decode(prompt_ids, skip_special_tokens=False),
         chat=chat, prompt_ids=list(prompt_ids), config=config.to_dict(), chain=names,
         sequences=sequences, beam_steps=beam_steps, elapsed_s=time.perf_counter() - started)
+
+
+def run_strategy(lm: LM, prompts: list[list[int]], config: DecodingConfig, trace: bool,
+                 trace_top: int) -> tuple[list[tuple[list[SequenceResult], list[BeamStep]]], list[str]]:
+    """Run ``config.strategy`` on several tokenised prompts at once (left padding).
+
+    Returns, per prompt, (sequences, beam tree steps — empty outside beam search), and the
+    chain's stage names.
+    """
+    if config.strategy == "beam":
+        from .beam import beam_search
+
+        out = beam_search(lm, prompts, config, trace=trace)
+        return [(seqs, steps) for seqs, steps, _ in out], out[0][2]
+    if config.strategy == "contrastive":
+        from .contrastive import contrastive_batch
+
+        results, names = contrastive_batch(lm, prompts, config, trace=trace, trace_top=trace_top)
+    else:
+        results, names = decode_batch(lm, prompts, config, trace=trace, trace_top=trace_top)
+    return [(seqs, []) for seqs in results], names
 
 
 def pad_token_id(lm: LM) -> int:
@@ -121,13 +140,65 @@ class StopChecker:
         return any(s in now and s not in before for s in self.stop_strings)
 
 
+class RowProgress:
+    """Per-row bookkeeping of a step loop: tokens so far, traces, log-probabilities, finish."""
+
+    def __init__(self, rows: int, stop: StopChecker) -> None:
+        self.stop = stop
+        self.generated: list[list[int]] = [[] for _ in range(rows)]
+        self.steps: list[list[StepTrace]] = [[] for _ in range(rows)]
+        self.sum_logprob = [0.0] * rows
+        self.finish: list[str | None] = [None] * rows
+
+    @property
+    def live(self) -> list[int]:
+        return [r for r, f in enumerate(self.finish) if f is None]
+
+    def pad_finished(self, chosen: torch.Tensor, pad: int) -> torch.Tensor:
+        """Rows that already finished get the pad token (their input is ignored from now on)."""
+        done = torch.tensor([f is not None for f in self.finish], device=chosen.device)
+        return torch.where(done, torch.full_like(chosen, pad), chosen)
+
+    def add(self, chosen: torch.Tensor, raw_logits: torch.Tensor, traces: list[StepTrace]) -> bool:
+        """Append this step's tokens of the live rows (and their traces, in live-row order);
+        returns True when every row has finished."""
+        live = self.live
+        logp = torch.log_softmax(raw_logits, dim=-1).gather(1, chosen[:, None]).squeeze(1).tolist()
+        for r, st in zip(live, traces):
+            self.steps[r].append(st)
+        chosen_list = chosen.tolist()
+        for r in live:
+            self.generated[r].append(chosen_list[r])
+            self.sum_logprob[r] += logp[r]
+            self.finish[r] = self.stop(self.generated[r])
+        return all(f is not None for f in self.finish)
+
+    def results(self, lm: LM) -> list[SequenceResult]:
+        return [SequenceResult(token_ids=ids, text=lm.decode(ids), finish_reason=f or "length",
+                               steps=steps, sum_logprob=lp)
+                for ids, f, steps, lp in zip(self.generated, self.finish, self.steps, self.sum_logprob)]
+
+
+def check_logits(logits: torch.Tensor, live: list[int], step: int) -> None:
+    if not torch.isfinite(logits[live]).all():
+        raise GenerationError(
+            f"non-finite logits (nan or inf) from the model at step {step}; generation stopped")
+
+
+def check_kept(final: torch.Tensor, live: list[int], step: int) -> None:
+    if not torch.isfinite(final[live]).any(-1).all():
+        raise GenerationError(f"every token was removed by the processor chain at step {step}")
+
+
 def decode_batch(lm: LM, prompts: list[list[int]], config: DecodingConfig, *, trace: bool = True,
                  trace_top: int = DEFAULT_TRACE_TOP, seeds: list[int] | None = None
                  ) -> tuple[list[list[SequenceResult]], list[str]]:
-    """Greedy or sampling decoding of several prompts at once (left padding).
+    """Greedy, sampling or mirostat decoding of several prompts at once (left padding).
 
     Each prompt becomes ``num_return_sequences`` rows drawing from a generator seeded with its
     own seed (default ``config.seed``), so a prompt gets the same tokens alone or in a batch.
+    Mirostat keeps μ per row and records it in each step's ``extra`` (``mirostat_mu``: the μ
+    that truncated this step, ``surprise``: −log₂ p̂ of the drawn token, in bits).
     Returns, per prompt, its sequences, and the chain's stage names.
     """
     model = lm.model
@@ -140,32 +211,28 @@ def decode_batch(lm: LM, prompts: list[list[int]], config: DecodingConfig, *, tr
     batch, prompt_len = input_ids.shape
     context_ids = input_ids if mask is None else input_ids.masked_fill(mask == 0, -1)
 
-    stages = build_chain(config, lm.eos_token_ids)
+    stages = build_chain(config, lm.eos_token_ids, lm.tokenizer, lm.vocab_size)
     names = chain_names(stages)
     room = lm.max_context - prompt_len
     max_steps = min(config.max_new_tokens, room)
-    stop = StopChecker(lm, config, max_steps, context_bound=room < config.max_new_tokens)
+    progress = RowProgress(batch, StopChecker(lm, config, max_steps,
+                                              context_bound=room < config.max_new_tokens))
     texts = TokenTexts(lm.tokenizer)
-
-    generated: list[list[int]] = [[] for _ in rows]
-    steps: list[list] = [[] for _ in rows]
-    sum_logprob = [0.0] * batch
-    finish: list[str | None] = [None] * batch
+    sampling = config.strategy in ("sample", "mirostat")
+    mirostat = config.strategy == "mirostat"
+    mu = initial_mu(config.mirostat_tau, batch) if mirostat else None
     seq = context_ids.to(lm.device)
 
     with torch.inference_mode():
         logits, state, _ = prefill(model, input_ids, mask)
         for step in range(max_steps):
-            live = [r for r in range(batch) if finish[r] is None]
-            if not torch.isfinite(logits[live]).all():
-                raise GenerationError(
-                    f"non-finite logits (nan or inf) from the model at step {step}; "
-                    "generation stopped")
-            ctx = StepContext(input_ids=seq, prompt_length=prompt_len)
+            live = progress.live
+            check_logits(logits, live, step)
+            ctx = StepContext(input_ids=seq, prompt_length=prompt_len, row_generators=groups,
+                              mirostat_mu=mu)
             final, history = apply_chain(stages, ctx, logits, record=trace)
-            if not torch.isfinite(final[live]).any(-1).all():
-                raise GenerationError(f"every token was removed by the processor chain at step {step}")
-            if config.do_sample:
+            check_kept(final, live, step)
+            if sampling:
                 probs = torch.softmax(final, dim=-1)
                 chosen = torch.empty(batch, dtype=torch.long, device=final.device)
                 for rows_slice, generator in groups:
@@ -173,25 +240,21 @@ def decode_batch(lm: LM, prompts: list[list[int]], config: DecodingConfig, *, tr
                         probs[rows_slice], num_samples=1, generator=generator).squeeze(1)
             else:
                 chosen = torch.argmax(final, dim=-1)
-            done = torch.tensor([f is not None for f in finish], device=chosen.device)
-            chosen = torch.where(done, torch.full_like(chosen, pad), chosen)
+            chosen = progress.pad_finished(chosen, pad)
 
-            logp = torch.log_softmax(logits, dim=-1).gather(1, chosen[:, None]).squeeze(1).tolist()
-            if trace:
-                for r, st in zip(live, record_steps(step, [h.cpu() for h in history], names,
-                                                    chosen.cpu(), live, trace_top, texts)):
-                    steps[r].append(st)
-            chosen_list = chosen.tolist()
-            for r in live:
-                generated[r].append(chosen_list[r])
-                sum_logprob[r] += logp[r]
-                finish[r] = stop(generated[r])
-            if all(f is not None for f in finish):
+            traces = (record_steps(step, [h.cpu() for h in history], names, chosen.cpu(), live,
+                                   trace_top, texts) if trace else [])
+            if mirostat:
+                observed = -torch.log2(probs.gather(1, chosen[:, None]).squeeze(1)).cpu()
+                for r, st in zip(live, traces):
+                    st.extra = {"mirostat_mu": float(mu[r]), "surprise": float(observed[r])}
+                alive = torch.tensor([r in live for r in range(batch)])
+                mu = torch.where(alive, update_mu(mu, observed, config.mirostat_tau,
+                                                  config.mirostat_eta), mu)
+            if progress.add(chosen, logits, traces):
                 break
             seq = torch.cat([seq, chosen[:, None]], dim=-1)
             logits, _ = decode_step(model, chosen, state)
 
-    results = [SequenceResult(token_ids=generated[r], text=lm.decode(generated[r]),
-                              finish_reason=finish[r] or "length", steps=steps[r],
-                              sum_logprob=sum_logprob[r]) for r in range(batch)]
+    results = progress.results(lm)
     return [results[i * n:(i + 1) * n] for i in range(len(prompts))], names
