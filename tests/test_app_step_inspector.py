@@ -114,3 +114,15 @@ def test_unloadable_model_shows_an_error(monkeypatch):
     generate(at, "The cat")
     assert not at.exception
     assert len(at.error) == 1 and "no such .gguf file" in at.error[0].value
+
+
+@pytest.mark.parametrize("strategy,chain_stage", [("contrastive", "contrastive_top_k"),
+                                                  ("mirostat", "mirostat")])
+def test_strategies_beyond_transformers_generate_and_trace(at, strategy, chain_stage):
+    at.radio(key=si.STRATEGY_KEY).set_value(strategy).run()
+    generate(at, "The cat")
+    assert not at.exception and not at.error
+    generation = at.session_state[si.GENERATION_KEY]
+    assert generation.config["strategy"] == strategy
+    assert chain_stage in generation.chain
+    assert generation.steps and generation.steps[0].extra

@@ -30,10 +30,10 @@ def knob_key(name: str) -> str:
 
 # ---------------------------------------------------------------------- controls
 
-def _number(name: str, min_value, max_value=None, step=1, **kwargs):
-    return st.number_input(name, min_value=min_value, max_value=max_value,
-                           value=getattr(DEFAULTS, name), step=step, help=help_text(name),
-                           key=knob_key(name), **kwargs)
+def _number(name: str, min_value, max_value=None, step=1, value=None, **kwargs):
+    value = getattr(DEFAULTS, name) if value is None else value
+    return st.number_input(name, min_value=min_value, max_value=max_value, value=value,
+                           step=step, help=help_text(name), key=knob_key(name), **kwargs)
 
 
 def _slider(name: str, min_value: float, max_value: float, step: float, value=None):
@@ -77,10 +77,62 @@ def sample_knobs() -> dict:
             epsilon_cutoff = _number("epsilon_cutoff", 0.0, 0.99, step=1e-4, format="%.4f")
         with e[2]:
             eta_cutoff = _number("eta_cutoff", 0.0, 0.99, step=1e-4, format="%.4f")
+    with st.expander("llama.cpp samplers: top-n-sigma, XTC, processor order"):
+        e = st.columns(4)
+        with e[0]:
+            top_n_sigma = _number("top_n_sigma", 0.0, 10.0, step=0.1, format="%.1f", value=0.0)
+        with e[1]:
+            xtc_probability = _slider("xtc_probability", 0.0, 1.0, 0.05)
+        with e[2]:
+            xtc_threshold = _slider("xtc_threshold", 0.0, 1.0, 0.01)
+        with e[3]:
+            order = st.selectbox("processor_order", ["transformers", "llama.cpp"],
+                                 help=help_text("processor_order"), key=knob_key("processor_order"))
     # The min_p slider's 0 stands for "off" (DecodingConfig's None): keeping p >= 0·p_max keeps all.
     return dict(temperature=temperature, top_k=top_k, top_p=top_p,
                 min_p=min_p if min_p > 0 else None, typical_p=typical_p,
-                epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff)
+                epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff,
+                top_n_sigma=top_n_sigma if top_n_sigma > 0 else None,
+                xtc_probability=xtc_probability, xtc_threshold=xtc_threshold,
+                processor_order=order)
+
+
+def penalty_knobs() -> dict:
+    """Penalties that apply to every strategy (OpenAI/vLLM and llama.cpp's DRY)."""
+    with st.expander("More penalties: frequency, presence, DRY"):
+        c = st.columns(4)
+        with c[0]:
+            frequency_penalty = _number("frequency_penalty", -2.0, 2.0, step=0.1, format="%.1f")
+        with c[1]:
+            presence_penalty = _number("presence_penalty", -2.0, 2.0, step=0.1, format="%.1f")
+        with c[2]:
+            dry_multiplier = _number("dry_multiplier", 0.0, 5.0, step=0.1, format="%.1f")
+        with c[3]:
+            penalize_prompt = st.checkbox("penalize_prompt", value=DEFAULTS.penalize_prompt,
+                                          help=help_text("penalize_prompt"),
+                                          key=knob_key("penalize_prompt"))
+    return dict(frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+                dry_multiplier=dry_multiplier, penalize_prompt=penalize_prompt)
+
+
+def contrastive_knobs() -> dict:
+    c = st.columns(4)
+    with c[0]:
+        penalty_alpha = _slider("penalty_alpha", 0.0, 1.0, 0.05)
+    with c[1]:
+        top_k = _number("top_k", 0, 64)
+    return dict(penalty_alpha=penalty_alpha, top_k=top_k)
+
+
+def mirostat_knobs() -> dict:
+    c = st.columns(4)
+    with c[0]:
+        mirostat_tau = _number("mirostat_tau", 0.1, 20.0, step=0.5, format="%.1f")
+    with c[1]:
+        mirostat_eta = _slider("mirostat_eta", 0.0, 1.0, 0.01)
+    with c[2]:
+        temperature = _slider("temperature", 0.05, 3.0, 0.05)
+    return dict(mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, temperature=temperature)
 
 
 def beam_knobs() -> dict:
@@ -98,7 +150,8 @@ def beam_knobs() -> dict:
                 num_return_sequences=num_beams)
 
 
-STRATEGY_KNOBS = {"greedy": lambda: {}, "sample": sample_knobs, "beam": beam_knobs}
+STRATEGY_KNOBS = {"greedy": lambda: {}, "sample": sample_knobs, "beam": beam_knobs,
+                  "contrastive": contrastive_knobs, "mirostat": mirostat_knobs}
 
 
 # ---------------------------------------------------------------------- generation
@@ -202,7 +255,7 @@ def render() -> None:
                                       "unicorns living in a remote valley…")
     strategy = st.radio("strategy", STRATEGIES, horizontal=True, key=STRATEGY_KEY,
                         help=help_text("strategy"))
-    knobs = {"strategy": strategy, **common_knobs(), **STRATEGY_KNOBS[strategy]()}
+    knobs = {"strategy": strategy, **common_knobs(), **penalty_knobs(), **STRATEGY_KNOBS[strategy]()}
     if st.button("Generate", type="primary", key=GENERATE_KEY):
         run_generation(prompt, knobs)
     generation = st.session_state.get(GENERATION_KEY)
