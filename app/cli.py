@@ -15,6 +15,7 @@ from decoding.errors import DecodingLabError
 COMMAND_MODULES = [
     "app.cli_generate",
     "app.cli_prefmath",
+    "app.cli_demo",
 ]
 
 
