@@ -16,6 +16,8 @@ COMMAND_MODULES = [
     "app.cli_generate",
     "app.cli_prefmath",
     "app.cli_demo",
+    "app.cli_diagnose",
+    "app.cli_experiment",
 ]
 
 

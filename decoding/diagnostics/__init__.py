@@ -3,9 +3,11 @@
 - ``metrics``: rep-n and diversity (Su et al. 2022), seq-rep-n (Welleck et al. 2020),
   distinct-n (Li et al. 2016), rep-sen (Xu et al. 2022), repetition % (Holtzman et al. 2020).
 - ``loops``: ``detect_loop`` → ``LoopReport`` (period, cycles, onset, spans to highlight).
+- ``loop_trace``: ``loop_probability_trace`` → P(loop-continuing token) per step of a traced loop.
 - ``reinforcement``: TP / IP / WR of a sentence repeated N times (Xu et al. 2022).
 """
 
+from .loop_trace import LoopProbabilityTrace, loop_probability_trace
 from .loops import (
     LoopReport,
     detect_loop,
@@ -38,6 +40,7 @@ from .reinforcement import (
 )
 
 __all__ = [
+    "LoopProbabilityTrace",
     "LoopReport",
     "MeanReinforcementCurve",
     "ReinforcementCurve",
@@ -47,6 +50,7 @@ __all__ = [
     "distinct_n",
     "diversity",
     "holtzman_repetition",
+    "loop_probability_trace",
     "mean_curve",
     "mean_rep_sen",
     "mean_seq_rep_n",

@@ -1,0 +1,286 @@
+"""The degeneration study: many prompts × many strategies on one model, measured and reported.
+
+Protocol (Holtzman et al. 2020, Table 1, in spirit): continue human-written openings (raw mode)
+and answer chat questions (chat mode) with every strategy, 200 new tokens at most, end-of-
+sequence allowed, fixed seeds; then measure each generation and each strategy's corpus. Writes
+``runs/degeneration/<timestamp>/`` (see ``experiments.runs``): ``results.jsonl`` as it goes,
+then ``summary.csv``, the figures and ``report.md``, and only then marks the run complete.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+import decoding
+from decoding import DecodingConfig, load_model
+from decoding.diagnostics import (
+    detect_loop,
+    distinct_n,
+    holtzman_repetition,
+    mean_curve,
+    rep_n,
+    self_reinforcement,
+    seq_rep_n,
+)
+from decoding.errors import DecodingLabError, out_of_range
+from decoding.io import write_json_atomic
+from decoding.models import LM
+from decoding.prompts import Prompt, PromptSet, load_prompt_set
+from decoding.trace import SequenceResult
+
+from ..runs import open_run
+from . import figures, report, summary
+from .strategies import QUICK_STRATEGIES, StudyStrategy, resolve_strategies
+
+STUDY_NAME = "degeneration"
+
+
+@dataclass
+class DegenerationSettings:
+    """What one run of the study does. ``quick()`` is the two-minute version."""
+
+    max_new_tokens: int = 200
+    # First N prompts of each category; None = all. 8 → 24 openings + 8 chat questions, sized so
+    # that the 15 strategies fit in about 20 minutes on 2 free CPU cores.
+    per_category: int | None = 8
+    strategies: tuple[str, ...] | None = None  # study labels; None = every strategy
+    seed: int = 0
+    batch_rows: int = 64                   # model rows per batch (a beam-8 prompt takes 8)
+    reinforcement_repeats: int = 10
+    reinforcement_sentences: int | None = None  # None = every shipped sentence
+    quick: bool = False
+
+    def __post_init__(self) -> None:
+        checks = {"max_new_tokens": (self.max_new_tokens, 1), "batch_rows": (self.batch_rows, 1),
+                  "reinforcement_repeats": (self.reinforcement_repeats, 1), "seed": (self.seed, 0)}
+        if self.per_category is not None:
+            checks["per_category"] = (self.per_category, 1)
+        if self.reinforcement_sentences is not None:
+            checks["reinforcement_sentences"] = (self.reinforcement_sentences, 1)
+        for name, (value, low) in checks.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise out_of_range(name, value, f"an integer >= {low}")
+
+    @classmethod
+    def quick_settings(cls, **changes) -> "DegenerationSettings":
+        base = dict(max_new_tokens=64, per_category=1, strategies=QUICK_STRATEGIES,
+                    reinforcement_repeats=6, reinforcement_sentences=3, quick=True)
+        base.update(changes)
+        return cls(**base)
+
+    def base_config(self) -> DecodingConfig:
+        return DecodingConfig(max_new_tokens=self.max_new_tokens, seed=self.seed)
+
+
+# ---------------------------------------------------------------------- generation
+
+def generate_group(lm: LM, texts: list[str], config: DecodingConfig,
+                   chat: bool) -> list[SequenceResult]:
+    """The first returned sequence of every prompt text, generated as one batch (untraced)."""
+    batch = getattr(decoding, "generate_batch", None)
+    if batch is not None:
+        return [g.sequences[0] for g in batch(lm, texts, config, chat=chat, trace=False)]
+    return [decoding.generate(lm, t, config, chat=chat, trace=False).sequences[0] for t in texts]
+
+
+def as_raw_text(lm: LM, prompt: Prompt) -> str | None:
+    """The text that, continued in raw mode, is exactly ``prompt`` in its own mode.
+
+    A chat prompt becomes its chat-template text when re-tokenizing that text gives the very ids
+    ``lm.encode(prompt, chat=True)`` gives; then raw and chat prompts share one batch, and each
+    decoding step (whose fixed cost is reading all the weights) serves both. ``None`` when the
+    ids differ: the prompt is generated in a chat batch of its own.
+    """
+    if not prompt.chat:
+        return prompt.text
+    try:
+        text = lm.tokenizer.apply_chat_template([{"role": "user", "content": prompt.text}],
+                                                add_generation_prompt=True, tokenize=False)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    if not isinstance(text, str) or lm.encode(text, chat=False) != lm.encode(prompt.text, chat=True):
+        return None
+    return text
+
+
+def content_ids(seq: SequenceResult) -> list[int]:
+    """The generated ids without the final end-of-sequence token (as degen strips GPT-2's)."""
+    ids = list(seq.token_ids)
+    return ids[:-1] if seq.finish_reason == "eos" and ids else ids
+
+
+def _or_none(fn, *args):
+    try:
+        return fn(*args)
+    except DecodingLabError:  # too short for this n: undefined, recorded as null
+        return None
+
+
+def generation_record(strategy: StudyStrategy, prompt: Prompt, seq: SequenceResult,
+                      elapsed_s: float) -> dict:
+    """One line of ``results.jsonl``: the generation and its own metrics (model token ids)."""
+    ids = content_ids(seq)
+    loop = detect_loop(ids) if ids else None
+    looping = loop is not None and loop.is_loop
+    return {
+        "strategy": strategy.label, "spec": strategy.spec, "prompt_id": prompt.id,
+        "category": prompt.category, "mode": prompt.mode, "prompt": prompt.text,
+        "text": seq.text, "token_ids": list(seq.token_ids), "n_tokens": len(ids),
+        "finish_reason": seq.finish_reason, "eos": seq.finish_reason == "eos",
+        "sum_logprob": seq.sum_logprob, "n_scored": len(seq.token_ids),
+        "holtzman_repetition": bool(ids) and holtzman_repetition(ids),
+        "loop_period": loop.period if looping else None,
+        "loop_onset": loop.onset if looping else None,
+        **{f"rep-{n}": _or_none(rep_n, [ids], n) for n in (2, 3, 4)},
+        "seq-rep-4": _or_none(seq_rep_n, ids, 4) if ids else None,
+        "distinct-2": _or_none(distinct_n, [ids], 2) if ids else None,
+        "elapsed_s": round(elapsed_s, 3),
+    }
+
+
+Batch = tuple[StudyStrategy, bool, list[tuple[Prompt, str]]]
+
+
+def generation_plan(lm: LM, strategies: list[StudyStrategy], prompts: PromptSet,
+                    batch_rows: int) -> list[Batch]:
+    """(strategy, chat, [(prompt, text)]) batches of at most ``batch_rows`` model rows.
+
+    Raw prompts and chat prompts whose template text tokenizes back to the same ids share
+    batches (``chat=False``); the others form ``chat=True`` batches.
+    """
+    merged, chat_only = [], []
+    for prompt in prompts.prompts:
+        text = as_raw_text(lm, prompt)
+        if text is None:
+            chat_only.append((prompt, prompt.text))
+        else:
+            merged.append((prompt, text))
+    plan: list[Batch] = []
+    for strategy in strategies:
+        per_batch = max(1, batch_rows // strategy.rows_per_prompt)
+        for chat, group in ((False, merged), (True, chat_only)):
+            plan += [(strategy, chat, group[i:i + per_batch])
+                     for i in range(0, len(group), per_batch)]
+    return plan
+
+
+# ---------------------------------------------------------------------- self-reinforcement
+
+def reinforcement_curves(lm: LM, sentences: list[str], repeats: int):
+    return [self_reinforcement(lm.model, lm.tokenizer, s, prefix="", repeats=repeats)
+            for s in sentences]
+
+
+# ---------------------------------------------------------------------- the run
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="degeneration", unit="gen", dynamic_ncols=True)
+
+
+def run_degeneration(lm: LM | None = None, prompts: PromptSet | None = None,
+                     sentences: list[str] | None = None,
+                     settings: DegenerationSettings | None = None, *,
+                     root: str | Path = "runs", progress: bool = True,
+                     log: Callable[[str], None] | None = print) -> Path:
+    """Run the study; returns the run directory (complete unless an exception escaped).
+
+    ``lm``, ``prompts`` and ``sentences`` default to the embedded model, the shipped
+    ``open_ended`` set and the shipped ``reinforcement`` sentences; tests inject small ones.
+    """
+    settings = settings or DegenerationSettings()
+    log = log or (lambda message: None)
+    prompts = prompts or load_prompt_set("open_ended")
+    if settings.per_category is not None:
+        prompts = prompts.subset(per_category=settings.per_category)
+    if sentences is None:
+        sentences = [p.text for p in load_prompt_set("reinforcement").prompts]
+    if settings.reinforcement_sentences is not None:
+        sentences = sentences[:settings.reinforcement_sentences]
+    strategies, skipped = resolve_strategies(settings.base_config(), settings.strategies)
+    for label, why in skipped:
+        log(f"skipping {label!r}: {why}")
+    if not strategies:
+        raise DecodingLabError("no study strategy can run with this DecodingConfig")
+    lm = lm or load_model()
+    params = {"settings": asdict(settings), "model": lm.name,
+              "prompt_set": prompts.name, "prompt_ids": [p.id for p in prompts.prompts],
+              "strategies": [{"label": s.label, "spec": s.spec} for s in strategies],
+              "skipped": [{"label": label, "reason": why} for label, why in skipped],
+              "batched": hasattr(decoding, "generate_batch"),
+              "torch_threads": torch.get_num_threads()}
+
+    with open_run(STUDY_NAME, root, params) as run:
+        log(f"run directory: {run.path}")
+        started = time.perf_counter()
+        plan = generation_plan(lm, strategies, prompts, settings.batch_rows)
+        bar = _progress(sum(len(chunk) for _, _, chunk in plan), progress)
+        records: list[dict] = []
+        timings: dict[str, float] = {}
+        try:
+            with open(run.file("results.jsonl"), "a", encoding="utf-8") as out:
+                for strategy, chat, chunk in plan:
+                    t0 = time.perf_counter()
+                    sequences = generate_group(lm, [text for _, text in chunk], strategy.config,
+                                               chat)
+                    elapsed = time.perf_counter() - t0
+                    timings[strategy.label] = timings.get(strategy.label, 0.0) + elapsed
+                    for (prompt, _), seq in zip(chunk, sequences):
+                        record = generation_record(strategy, prompt, seq, elapsed / len(chunk))
+                        records.append(record)
+                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    out.flush()
+                    if bar is not None:
+                        bar.update(len(chunk))
+                        bar.set_postfix_str(strategy.label)
+                    run.progress(generations=len(records))
+        finally:
+            if bar is not None:
+                bar.close()
+        generation_s = time.perf_counter() - started
+
+        t0 = time.perf_counter()
+        curves = reinforcement_curves(lm, sentences, settings.reinforcement_repeats)
+        mean = mean_curve(curves)
+        write_json_atomic(run.file("reinforcement.json"), {
+            "repeats": settings.reinforcement_repeats, "mean": mean.to_dict(),
+            "curves": [c.to_dict() for c in curves]})
+        figures.reinforcement_figure(curves, run.file("self_reinforcement.png"), mean)
+
+        rows = summary.summarize(records, [s.label for s in strategies])
+        summary.write_summary_csv(run.file("summary.csv"), rows)
+        figures.repetition_figure(rows, run.file("repetition_by_strategy.png"))
+        figures.tradeoff_figure(rows, run.file("quality_diversity.png"))
+        facts = report.RunFacts(
+            model=lm.name, settings=asdict(settings), prompt_counts=_counts(prompts),
+            strategies=[(s.label, s.spec) for s in strategies], skipped=skipped,
+            generation_s=generation_s, total_s=time.perf_counter() - started,
+            timings=timings, batched=params["batched"], threads=params["torch_threads"],
+            identical=summary.identical_strategies(records))
+        report.write_report(run.file("report.md"), rows, mean, curves, facts)
+        log(f"generation {generation_s:.0f} s, analysis {time.perf_counter() - t0:.0f} s; "
+            f"report: {run.path / 'report.md'}")
+    return run.path
+
+
+def _counts(prompts: PromptSet) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for p in prompts.prompts:
+        counts[p.category] = counts.get(p.category, 0) + 1
+    return counts
+
+
+def load_results(path: str | Path) -> list[dict]:
+    """The records of a run's ``results.jsonl``."""
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
