@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "app.cli_demo",
     "app.cli_diagnose",
     "app.cli_experiment",
+    "app.cli_train",
 ]
 
 
