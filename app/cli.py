@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "app.cli_diagnose",
     "app.cli_experiment",
     "app.cli_train",
+    "app.cli_data",
 ]
 
 

@@ -3,6 +3,12 @@
 We call the model with exactly the inputs ``generate()`` builds (``position_ids``, an attention
 mask only when there is padding, ``logits_to_keep=1``, a ``DynamicCache``), so the logits are
 bit-identical to the reference and parity can be token-exact.
+
+A plain ``LlamaForCausalLM`` (the embedded SmolLM2 among them) runs through ``fastpath.py``
+instead: the same ops over the same weights without transformers' per-module machinery, still
+bit-identical, with the KV cache in one preallocated buffer (``fastpath.KVBuffer``). Anything
+else (other architectures, PEFT adapters, hooks, quantised layers) runs through transformers.
+``fastpath.set_enabled(False)`` or ``DECODING_LAB_FASTPATH=0`` turns the fast path off.
 """
 
 from __future__ import annotations
@@ -13,6 +19,10 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+
+from .fastpath import KVBuffer, fast_model
+
+PREFILL_HEADROOM = 256   # KV positions reserved past the prompt (the buffer grows if needed)
 
 
 @functools.lru_cache(maxsize=None)
@@ -27,9 +37,14 @@ def supports_logits_to_keep(model) -> bool:
 
 @dataclass
 class KVState:
-    """The growing state of a batch: cache, attention mask (None without padding), positions."""
+    """The growing state of a batch: cache, attention mask (None without padding), positions.
 
-    cache: DynamicCache
+    ``cache`` is a transformers ``DynamicCache``, or a ``fastpath.KVBuffer`` on the fast path;
+    both answer ``reorder_cache(index)`` (the batch may grow or shrink), ``get_seq_length()``,
+    ``crop``, ``batch_select_indices`` and ``batch_repeat_interleave``.
+    """
+
+    cache: DynamicCache | KVBuffer
     attention_mask: torch.Tensor | None
     next_position: torch.Tensor        # (batch, 1) position id of the next token
 
@@ -47,7 +62,9 @@ def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
 
 def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
             keep_last: bool = True, output_hidden_states: bool = False):
-    """Run the prompt. Returns (logits ``(batch, vocab)`` float32, KVState, model output)."""
+    """Run the prompt. Returns (logits ``(batch, vocab)`` float32, KVState, model output: a
+    transformers ``CausalLMOutputWithPast`` or a ``fastpath.FastOutput``, both with ``logits``,
+    ``past_key_values`` and, when asked, ``hidden_states``)."""
     device = model.device
     input_ids = input_ids.to(device)
     if attention_mask is not None:
@@ -57,6 +74,15 @@ def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
     else:
         positions = torch.arange(input_ids.shape[1], device=device).unsqueeze(0).expand(
             input_ids.shape[0], -1)
+    fast = fast_model(model)
+    if fast is not None:
+        cache = fast.new_cache(input_ids.shape[0], input_ids.shape[1] + PREFILL_HEADROOM)
+        padding = None if attention_mask is None else attention_mask.bool()
+        out = fast.forward(input_ids, positions, padding, cache, keep_last=keep_last,
+                           output_hidden_states=output_hidden_states)
+        state = KVState(cache=cache, attention_mask=attention_mask,
+                        next_position=positions[:, -1:] + 1)
+        return _last_logits(out.logits, copy=not keep_last), state, out
     cache = DynamicCache(config=model.config.get_text_config(decoder=True))
     kwargs = {"logits_to_keep": 1} if keep_last and supports_logits_to_keep(model) else {}
     out = model(input_ids=input_ids, position_ids=positions, attention_mask=attention_mask,
@@ -74,6 +100,12 @@ def decode_step(model, tokens: torch.Tensor, state: KVState, output_hidden_state
     if state.attention_mask is not None:
         state.attention_mask = torch.cat(
             [state.attention_mask, state.attention_mask.new_ones((tokens.shape[0], 1))], dim=-1)
+    if isinstance(state.cache, KVBuffer):
+        padding = None if state.attention_mask is None else state.attention_mask.bool()
+        out = state.cache.owner.forward(tokens.to(device)[:, None], state.next_position, padding,
+                                        state.cache, output_hidden_states=output_hidden_states)
+        state.next_position = state.next_position + 1
+        return _last_logits(out.logits, copy=False), out
     kwargs = {"logits_to_keep": 1} if supports_logits_to_keep(model) else {}
     out = model(input_ids=tokens.to(device)[:, None], position_ids=state.next_position,
                 attention_mask=state.attention_mask, past_key_values=state.cache, use_cache=True,
@@ -81,3 +113,10 @@ def decode_step(model, tokens: torch.Tensor, state: KVState, output_hidden_state
     state.cache = out.past_key_values
     state.next_position = state.next_position + 1
     return out.logits[:, -1].to(copy=True, dtype=torch.float32), out
+
+
+def _last_logits(logits: torch.Tensor, copy: bool) -> torch.Tensor:
+    """The last position's logits as float32. The fast path's ``(batch, 1, vocab)`` logits are
+    a fresh tensor nobody else holds, so their view needs no copy (one vocabulary-sized op less
+    per step); with every position kept, the copy frees the rest."""
+    return logits[:, -1].to(copy=copy, dtype=torch.float32)
