@@ -16,21 +16,23 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from decoding import DecodingConfig, Generation, generate, load_model
+from decoding import DecodingConfig, Generation, load_model
 from decoding.diagnostics import (
     LoopReport,
     detect_loop,
-    distinct_n,
-    diversity,
-    holtzman_repetition,
     loop_probability_trace,
-    rep_n,
-    rep_sen,
     self_reinforcement,
-    seq_rep_n,
+)
+from decoding.diagnostics.summary import (  # noqa: F401  (re-exported: cli_demo, tests)
+    MERGE_BELOW_PERIOD,
+    MetricOrders,
+    compare_rows,
+    loop_spans,
+    model_pieces,
+    sequence_metrics,
+    whitespace_pieces,
 )
 from decoding.errors import DecodingLabError
 from decoding.specs import SYNTAX, parse_specs
@@ -53,25 +55,6 @@ def use_colour(choice: str = "auto", stream=None) -> bool:
         return False
     stream = stream or sys.stdout
     return bool(getattr(stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
-
-
-MERGE_BELOW_PERIOD = 3  # "at at at ...": one mark around the whole tail reads better than 40
-
-
-def loop_spans(loop: LoopReport | None) -> list[tuple[int, int, bool]]:
-    """(start, end, partial) token spans to highlight: each complete cycle, then the partial one.
-
-    A loop with a period under ``MERGE_BELOW_PERIOD`` tokens is one span (its whole tail).
-    """
-    if loop is None or not loop.is_loop:
-        return []
-    if loop.period < MERGE_BELOW_PERIOD:
-        return [(loop.onset, loop.onset + loop.length, False)]
-    spans = [(start, end, False) for start, end in loop.spans]
-    if loop.partial:
-        end = loop.spans[-1][1]
-        spans.append((end, end + loop.partial, True))
-    return spans
 
 
 def highlight(pieces: list[str], loop: LoopReport | None, colour: bool) -> str:
@@ -112,43 +95,6 @@ def loop_line(loop: LoopReport | None) -> str:
 
 # ---------------------------------------------------------------------- metrics
 
-@dataclass
-class MetricOrders:
-    rep: tuple[int, ...] = (2, 3, 4)
-    seq_rep: int = 4
-    distinct: int = 2
-
-
-def sequence_metrics(tokens: list, text: str, orders: MetricOrders = MetricOrders(),
-                     strict: bool = True) -> dict:
-    """rep-n (%), diversity, seq-rep-n, distinct-n, rep-sen and the Holtzman flag of one sequence.
-
-    ``strict``: an order longer than the sequence is an error (``declab diagnose``); otherwise
-    that metric is ``None`` (``declab compare``, where a strategy may stop after 2 tokens).
-    """
-    if not tokens:
-        raise DecodingLabError("the sequence has 0 tokens; allowed: a non-empty text")
-
-    def guarded(fn, *args):
-        try:
-            return fn(*args)
-        except DecodingLabError:
-            if strict:
-                raise
-            return None
-
-    metrics = {f"rep-{n}": guarded(rep_n, [tokens], n) for n in orders.rep}
-    metrics["diversity"] = guarded(diversity, [tokens], orders.rep)
-    metrics[f"seq-rep-{orders.seq_rep}"] = guarded(seq_rep_n, tokens, orders.seq_rep)
-    metrics[f"distinct-{orders.distinct}"] = guarded(distinct_n, [tokens], orders.distinct)
-    try:
-        metrics["rep-sen"] = rep_sen(text)
-    except DecodingLabError:
-        metrics["rep-sen"] = None   # no sentence in the text: undefined, not an input error
-    metrics["holtzman_repetition"] = holtzman_repetition(tokens)
-    return metrics
-
-
 def _fmt(value) -> str:
     if value is None:
         return "n/a"
@@ -180,14 +126,9 @@ def _text_tokens(text: str, tokenizer_choice: str, args) -> tuple[list, list[str
     """(tokens, pieces whose concatenation is the shown text, a note on the tokenization)."""
     if tokenizer_choice == "model":
         lm = load_model(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device)
-        enc = lm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-        ids, offsets = list(enc["input_ids"]), list(enc["offset_mapping"])
-        # pieces cover the text exactly: each token's span, gaps attached to the next token
-        cuts = [0] + [start for start, _ in offsets[1:]] + [len(text)]
-        pieces = [text[cuts[i]:cuts[i + 1]] for i in range(len(ids))]
+        ids, pieces = model_pieces(lm.tokenizer, text)
         return ids, pieces, f"model tokenizer ({lm.name}), {len(ids)} tokens"
-    words = text.split()
-    pieces = [w + " " for w in words[:-1]] + words[-1:]
+    words, pieces = whitespace_pieces(text)
     return words, pieces, (f"whitespace tokens ({len(words)} words; the text is shown with single "
                            "spaces)")
 
@@ -267,24 +208,6 @@ def run_diagnose(args) -> int:
 
 
 # ---------------------------------------------------------------------- compare
-
-def compare_rows(lm, prompt: str, specs: list, chat: bool) -> list[dict]:
-    """Generate ``prompt`` with every (label, config); one row of measurements each."""
-    rows = []
-    for label, config in specs:
-        gen = generate(lm, prompt, config, chat=chat, trace=False)
-        seq = gen.sequences[0]
-        tokens = list(seq.token_ids)
-        loop = detect_loop(tokens) if tokens else None
-        metrics = sequence_metrics(tokens, seq.text, strict=False) if tokens else {}
-        rows.append({
-            "label": label, "config": config.to_dict(), "text": seq.text,
-            "pieces": [lm.token_text(t) for t in tokens], "n_tokens": len(tokens),
-            "finish_reason": seq.finish_reason, **metrics,
-            "loop": loop.to_dict() if loop and loop.is_loop else None,
-            "mean_logprob": seq.mean_logprob, "elapsed_s": round(gen.elapsed_s, 3)})
-    return rows
-
 
 def compare_table(rows: list[dict]) -> list[str]:
     width = max(len("strategy"), *(len(r["label"]) for r in rows))
