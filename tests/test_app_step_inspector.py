@@ -54,12 +54,13 @@ def test_generate_shows_text_and_scrubbing_does_not_regenerate(at):
     tokens_html = at.html[0].value
     assert tokens_html.count('class="tok') == len(generation.steps)
     assert tokens_html.count('class="tok sel"') == 1
-    before = [m.value for m in at.metric]
+    step_metrics = len(si.charts.step_metrics(generation.steps[0]))   # then the what-if panel's
+    before = [m.value for m in at.metric][:step_metrics]
     assert before[0] == si.charts.visible_text(generation.steps[0].token_text)
 
     at.slider(key=si.STEP_KEY).set_value(3).run()
     assert not at.exception
-    after = [m.value for m in at.metric]
+    after = [m.value for m in at.metric][:step_metrics]
     assert after != before
     assert after == [v for _, v in si.charts.step_metrics(generation.steps[3])]
     assert at.session_state[si.GENERATE_CALLS_KEY] == 1
@@ -92,7 +93,7 @@ def test_sampling_with_top_p_shows_the_chain_and_the_cut(at):
     captions = [c.value for c in at.caption]
     assert any(c.startswith("top_p = 0.5:") for c in captions)
     assert any("chain: raw → min_new_tokens → temperature → top_p" in c for c in captions)
-    assert len(at.get("vega_lite_chart")) == 1
+    assert len(at.get("vega_lite_chart")) == 2   # the recorded step and the what-if panel
 
 
 def test_beam_shows_hypotheses_and_hides_the_scrubber(at):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import charts, lab_state
+from app.pages import step_branches, step_whatif
 from decoding import DecodingConfig, DecodingLabError, GenerationError, generate, help_text
 from decoding.config import STRATEGIES
 
@@ -19,6 +20,7 @@ STRATEGY_KEY = "step_inspector.strategy"
 TOP_N_KEY = "step_inspector.top_n"
 SHADE_KEY = "step_inspector.shade"
 GENERATE_KEY = "step_inspector.generate"
+CHART_KEY = "step_inspector.chart"
 
 TRACE_TOP = 20
 DEFAULTS = DecodingConfig()
@@ -60,7 +62,7 @@ def common_knobs() -> dict:
 
 
 def sample_knobs() -> dict:
-    c = st.columns(4)
+    c = st.columns(5)
     with c[0]:
         temperature = _slider("temperature", 0.05, 3.0, 0.05)
     with c[1]:
@@ -69,6 +71,9 @@ def sample_knobs() -> dict:
         top_p = _slider("top_p", 0.01, 1.0, 0.01)
     with c[3]:
         min_p = _slider("min_p", 0.0, 1.0, 0.01, value=0.0)
+    with c[4]:
+        order = st.radio("processor_order", ["transformers", "llama.cpp"],
+                         help=help_text("processor_order"), key=knob_key("processor_order"))
     with st.expander("More truncation: typical, epsilon, eta"):
         e = st.columns(3)
         with e[0]:
@@ -77,17 +82,14 @@ def sample_knobs() -> dict:
             epsilon_cutoff = _number("epsilon_cutoff", 0.0, 0.99, step=1e-4, format="%.4f")
         with e[2]:
             eta_cutoff = _number("eta_cutoff", 0.0, 0.99, step=1e-4, format="%.4f")
-    with st.expander("llama.cpp samplers: top-n-sigma, XTC, processor order"):
-        e = st.columns(4)
+    with st.expander("llama.cpp samplers: top-n-sigma, XTC"):
+        e = st.columns(3)
         with e[0]:
             top_n_sigma = _number("top_n_sigma", 0.0, 10.0, step=0.1, format="%.1f", value=0.0)
         with e[1]:
             xtc_probability = _slider("xtc_probability", 0.0, 1.0, 0.05)
         with e[2]:
             xtc_threshold = _slider("xtc_threshold", 0.0, 1.0, 0.01)
-        with e[3]:
-            order = st.selectbox("processor_order", ["transformers", "llama.cpp"],
-                                 help=help_text("processor_order"), key=knob_key("processor_order"))
     # The min_p slider's 0 stands for "off" (DecodingConfig's None): keeping p >= 0·p_max keeps all.
     return dict(temperature=temperature, top_k=top_k, top_p=top_p,
                 min_p=min_p if min_p > 0 else None, typical_p=typical_p,
@@ -179,7 +181,10 @@ def run_generation(prompt: str, knobs: dict) -> None:
         return
     st.session_state[GENERATION_KEY] = generation
     st.session_state[GENERATE_CALLS_KEY] = st.session_state.get(GENERATE_CALLS_KEY, 0) + 1
-    st.session_state[STEP_KEY] = 0   # the slider is drawn later in this run, so this is allowed
+    # The scrubber and the what-if knobs are drawn later in this run, so this is allowed.
+    st.session_state[STEP_KEY] = 0
+    step_whatif.reset(generation)
+    step_branches.clear()
 
 
 # ---------------------------------------------------------------------- results
@@ -213,7 +218,7 @@ def step_scrubber() -> None:
                       help="The raw top-n, the final top-n and the chosen token.")
     frame = charts.stage_frame(step, top_n=top_n)
     top_p = generation.config.get("top_p") if "top_p" in generation.chain else None
-    st.altair_chart(charts.stage_chart(frame, top_p=top_p), width="content")
+    st.altair_chart(charts.stage_chart(frame, top_p=top_p), width="content", key=CHART_KEY)
     st.caption("One panel per stage of the chain, in order. Blue: kept; vermilion (outlined): "
                "the chosen token; grey: removed, drawn at the probability it had before the cut.")
     if top_p is not None:
@@ -225,6 +230,12 @@ def step_scrubber() -> None:
             st.caption(f"top_p = {top_p:g}: the cumulative probability reaches p at "
                        f"{crossing['token']} ({crossing['cum_prob_in']:.1%}, dashed line); "
                        "less likely tokens fall outside the nucleus and are removed.")
+    whatif_tab, branch_tab = st.tabs(["What if…", "Branch"])
+    with whatif_tab:
+        step_whatif.whatif_panel(generation, step, top_n)
+    with branch_tab:
+        step_branches.branch_controls(generation, index)
+    step_branches.branch_comparison(generation, GENERATION_KEY, STEP_KEY, shade)
 
 
 def beam_results(generation) -> None:

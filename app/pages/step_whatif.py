@@ -1,0 +1,90 @@
+"""Step inspector, what-if panel: other temperature / top-k / top-p / min-p and either processor
+order for the selected step, recomputed from the recorded top-N (``decoding.whatif``); no model
+call. A fragment of its own, nested in the scrubber: moving a knob reruns only this panel."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app import charts
+from decoding import help_text
+from decoding.chain import PROCESSOR_ORDERS
+from decoding.errors import DecodingLabError
+from decoding.trace import Generation, StepTrace
+from decoding.whatif import kept_set_change, top_n_mass, whatif_config, whatif_step
+
+PREFIX = "step_inspector.whatif."
+ORDERS = tuple(PROCESSOR_ORDERS)   # ("transformers", "llama.cpp")
+
+
+def key(name: str) -> str:
+    return PREFIX + name
+
+
+def reset(generation: Generation) -> None:
+    """Set the panel's knobs to the generation's own (called before the panel is drawn)."""
+    config = generation.config
+    st.session_state[key("temperature")] = float(config.get("temperature", 1.0))
+    st.session_state[key("top_k")] = int(config.get("top_k", 0))
+    st.session_state[key("top_p")] = float(config.get("top_p", 1.0))
+    st.session_state[key("min_p")] = float(config.get("min_p") or 0.0)
+    order = config.get("processor_order")
+    st.session_state[key("processor_order")] = order if order in ORDERS else ORDERS[0]
+
+
+def knobs(generation: Generation) -> dict:
+    if key("temperature") not in st.session_state:
+        reset(generation)
+    c = st.columns(5)
+    with c[0]:
+        temperature = st.slider("temperature", 0.05, 3.0, step=0.05, key=key("temperature"),
+                                help=help_text("temperature"))
+    with c[1]:
+        top_k = st.number_input("top_k", 0, 1000, step=1, key=key("top_k"), help=help_text("top_k"))
+    with c[2]:
+        top_p = st.slider("top_p", 0.01, 1.0, step=0.01, key=key("top_p"), help=help_text("top_p"))
+    with c[3]:
+        min_p = st.slider("min_p", 0.0, 1.0, step=0.01, key=key("min_p"),
+                          help=help_text("min_p") + " The slider's 0 is off.")
+    with c[4]:
+        order = st.radio("processor order", ORDERS, key=key("processor_order"),
+                         help=help_text("processor_order"))
+    return dict(temperature=temperature, top_k=int(top_k), top_p=top_p,
+                min_p=min_p if min_p > 0 else None, processor_order=order)
+
+
+def _tokens(candidates) -> str:
+    return ", ".join(charts.visible_text(c.text) for c in candidates) or "none"
+
+
+@st.fragment
+def whatif_panel(generation: Generation, step: StepTrace, top_n: int) -> None:
+    st.subheader("What if: other sampling settings at this step")
+    changes = knobs(generation)
+    try:
+        config = whatif_config(generation.config, **changes)
+    except DecodingLabError as exc:
+        st.error(str(exc))
+        return
+    result = whatif_step(step, config)
+    mass = top_n_mass(step)
+    st.info(f"Recomputed from the recorded top-{len(step.candidates)} tokens only (they hold "
+            f"{mass:.1%} of the probability the sampling stages saw), renormalised; no model call. "
+            "Top-k, min-p and temperature are exact; top-p, typical, epsilon and eta act as if "
+            "the tokens outside the recorded top-N had no probability.")
+    recorded_chain = " → ".join(step.stages)
+    st.caption(f"Recorded chain: {recorded_chain}  ·  what-if chain ({changes['processor_order']} "
+               f"order): {' → '.join(result.stages)}")
+    added, removed = kept_set_change(step, result)
+    recorded_kept = sum(c.kept[-1] for c in step.candidates)
+    c = st.columns(3)
+    c[0].metric("kept (what-if)", f"{result.kept_count} of {len(result.candidates)}",
+                delta=result.kept_count - recorded_kept, delta_color="off")
+    c[1].metric("recorded token: p final", f"{result.prob_final:.1%}",
+                help="Probability of the token the run chose, under the what-if distribution.")
+    c[2].metric("entropy (what-if)", f"{result.entropy_final:.3f} nats")
+    st.caption(f"Newly kept: {_tokens(added)}  ·  newly removed: {_tokens(removed)}  "
+               f"(compared with the recorded run's kept set among these tokens)")
+    frame = charts.stage_frame(result, top_n=top_n)
+    top_p = changes["top_p"] if "top_p" in result.stages else None
+    st.altair_chart(charts.stage_chart(frame, top_p=top_p), width="content", key=key("chart"))
