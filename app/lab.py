@@ -19,11 +19,13 @@ import streamlit as st  # noqa: E402
 
 from app import lab_state  # noqa: E402
 from app.pages import step_inspector  # noqa: E402
+from app.pages import compare  # noqa: E402
 from decoding import help_text  # noqa: E402
 
 PAGES = [
     st.Page(step_inspector.render, title="Step inspector", icon=":material/footprint:",
             url_path="step-inspector", default=True),
+    st.Page(compare.render, title="Compare decodings", icon=":material/compare:", url_path="compare"),
 ]
 
 
