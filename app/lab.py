@@ -20,12 +20,17 @@ import streamlit as st  # noqa: E402
 from app import lab_state  # noqa: E402
 from app.pages import step_inspector  # noqa: E402
 from app.pages import compare  # noqa: E402
+from app.pages import repetition  # noqa: E402
+from app.pages import train_adapter  # noqa: E402
 from decoding import help_text  # noqa: E402
 
 PAGES = [
     st.Page(step_inspector.render, title="Step inspector", icon=":material/footprint:",
             url_path="step-inspector", default=True),
     st.Page(compare.render, title="Compare decodings", icon=":material/compare:", url_path="compare"),
+    st.Page(repetition.render, title="Repetition lab", icon=":material/repeat:", url_path="repetition"),
+    st.Page(train_adapter.render, title="Train an adapter", icon=":material/model_training:",
+            url_path="train"),
 ]
 
 
@@ -38,6 +43,10 @@ def draw_sidebar() -> None:
                       help="Empty: the embedded SmolLM2-135M-Instruct (offline). Otherwise a "
                            "local transformers directory, a .gguf file, or a hub id where a hub "
                            "is reachable.")
+        st.selectbox("Trained adapters", lab_state.adapter_options(), key=lab_state.ADAPTER_PICK_KEY,
+                     on_change=lab_state.use_picked_adapter,
+                     help="Adapters under adapters/ (the Train page writes them there); picking "
+                          "one fills the Adapter field.")
         st.text_input("Adapter", key=lab_state.ADAPTER_KEY, placeholder="none",
                       help="Optional: a PEFT (LoRA) adapter directory trained on this model.")
         st.toggle("Chat template", value=True, key=lab_state.CHAT_KEY,
