@@ -645,16 +645,49 @@ def _trained_lm(trainer, lm: LM, out_dir: Path) -> LM:
     return dataclasses.replace(lm, model=model, adapter=str(out_dir))
 
 
+def progress_log_callback(path: str | os.PathLike):
+    """A ``TrainerCallback`` appending to the JSON-lines file ``path``, one object per line, flushed
+    at once: ``{"event": "begin", "max_steps", "epochs"}`` when training starts, then every
+    ``log_history`` entry as the trainer logs it (``step`` and ``epoch`` included), then
+    ``{"event": "end", "step"}``. The Trainer keeps ``log_history`` in memory until the end; this
+    file lets another process (the lab's training page) draw the curves while the run goes on."""
+    import json
+
+    from transformers import TrainerCallback
+
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(record: dict[str, Any]) -> None:
+        with open(target, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    class ProgressLog(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            append({"event": "begin", "max_steps": state.max_steps, "epochs": args.num_train_epochs})
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            append({**(logs or {}), "step": state.global_step, "epoch": state.epoch})
+
+        def on_train_end(self, args, state, control, **kwargs):
+            append({"event": "end", "step": state.global_step})
+
+    return ProgressLog()
+
+
 # --------------------------------------------------------------------------- entry point
 
 def train(config: TrainConfig, out_dir: str | os.PathLike, model: LM | str | None = None,
-          overwrite: bool = False, progress: bool = True) -> TrainResult:
+          overwrite: bool = False, progress: bool = True,
+          progress_log: str | os.PathLike | None = None) -> TrainResult:
     """Train a LoRA adapter on preference pairs and write it to ``out_dir``.
 
     ``model``: an ``LM`` (deep-copied, the caller's stays untouched), a model name for
     ``load_model`` (a directory, a ``.gguf`` file or a hub id), or ``None`` for the embedded
     SmolLM2-135M-Instruct. ``out_dir`` must not exist unless ``overwrite``; it appears only when
     the run has finished. ``progress`` shows the trainer's progress bar and per-step logs.
+    ``progress_log``: a JSON-lines file that gets each log entry as it is logged
+    (``progress_log_callback``), for a live view of a run in another process.
     """
     started = time.perf_counter()
     out = Path(os.path.expanduser(str(out_dir)))
@@ -673,6 +706,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, model: LM | str | Non
             warnings.filterwarnings("ignore", message="You are importing from 'trl.experimental'")
             train_started = time.perf_counter()
             trainer = build_trainer(config, lm, rows, lengths, partial, device, progress)
+            if progress_log is not None:
+                trainer.add_callback(progress_log_callback(progress_log))
             trainer.train()
             train_s = time.perf_counter() - train_started
             trainer.save_model(str(partial))

@@ -29,6 +29,9 @@ def register(subparsers) -> None:
                    "file or a hub id (default: the embedded SmolLM2-135M-Instruct).")
     p.add_argument("--quiet", action="store_true", help="No progress bar or per-step logs.")
     p.add_argument("--json", action="store_true", help="Print the adapter metadata as JSON.")
+    p.add_argument("--progress-log", default=None, metavar="FILE",
+                   help="Append every training log entry to this JSON-lines file as it is logged "
+                        "(for a live view from another process, as the lab's training page does).")
     add_dataclass_arguments(p, TrainConfig)
     p.add_argument("--lr", dest="learning_rate", type=float, default=argparse.SUPPRESS,
                    metavar="LEARNING_RATE", help="Alias of --learning-rate.")
@@ -55,7 +58,8 @@ def summary_lines(result: TrainResult) -> list[str]:
 
 def run_train(args) -> int:
     config = dataclass_from_args(TrainConfig, args)
-    result = train(config, args.out, model=args.model, overwrite=args.overwrite, progress=not args.quiet)
+    result = train(config, args.out, model=args.model, overwrite=args.overwrite, progress=not args.quiet,
+                   progress_log=args.progress_log)
     if args.json:
         print(json.dumps(result.meta, indent=1))
     else:

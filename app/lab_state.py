@@ -22,6 +22,8 @@ MODEL_KEY = "lab.model"
 ADAPTER_KEY = "lab.adapter"
 CHAT_KEY = "lab.chat"
 SEED_KEY = "lab.seed"
+ADAPTER_PICK_KEY = "lab.adapter_pick"
+NO_ADAPTER = "(none)"
 
 EMBEDDED_LABEL = "embedded SmolLM2-135M-Instruct"
 
@@ -94,3 +96,17 @@ def model_label(current: LabSettings | None = None) -> str:
         return f"tiny random Llama ({TINY_MODEL_ENV}=1)"
     label = current.model or EMBEDDED_LABEL
     return f"{label} + adapter {current.adapter}" if current.adapter else label
+
+
+def adapter_options() -> list[str]:
+    """The sidebar's "Trained adapters" choices: ``NO_ADAPTER``, then the adapters under
+    ``adapters/`` (newest first, as repository-relative paths)."""
+    from app.train_runs import display_path, list_adapters
+
+    return [NO_ADAPTER] + [display_path(p) for p in list_adapters()]
+
+
+def use_picked_adapter() -> None:
+    """Callback of the "Trained adapters" box: copy the pick into the Adapter field."""
+    picked = st.session_state.get(ADAPTER_PICK_KEY)
+    st.session_state[ADAPTER_KEY] = "" if picked in (None, NO_ADAPTER) else picked

@@ -1,0 +1,195 @@
+"""Train an adapter: pick preference data and knobs, start ``declab train`` in the background,
+watch its log and its loss / reward curves live; the adapter then appears in the sidebar.
+
+Presentation only: the knobs are ``TrainConfig`` fields (their help text is the tooltip), the
+run is the CLI in its own process (``app.train_runs``), so training never blocks the page.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import altair as alt
+import streamlit as st
+
+from alignment.data import SHIPPED_DATASETS
+from alignment.train import METHODS, TrainConfig
+from app import lab_state, train_runs
+from app.cli_common import field_help
+from decoding.errors import DecodingLabError
+
+PREFIX = "train_adapter."
+DATASET_KEY = PREFIX + "dataset"
+PATH_KEY = PREFIX + "path"
+NAME_KEY = PREFIX + "name"
+START_KEY = PREFIX + "start"
+SEEN_KEY = PREFIX + "seen_status"      # job name -> last status shown (to notice a finish)
+OTHER_FILE = "a file path…"
+POLL_SECONDS = 2.0
+DEFAULTS = TrainConfig()
+
+
+def key(name: str) -> str:
+    return PREFIX + name
+
+
+def tip(name: str) -> str:
+    return field_help(TrainConfig, name)
+
+
+@st.cache_resource
+def processes() -> dict[str, subprocess.Popen]:
+    """The runs this lab process started, by name (shared by all sessions: one machine, one
+    set of training processes)."""
+    return {}
+
+
+# --------------------------------------------------------------------------- the form
+
+def config_knobs() -> dict | None:
+    """The chosen ``TrainConfig`` fields; None (with an error box) when the data cannot be read."""
+    choice = st.selectbox("dataset", [*SHIPPED_DATASETS, OTHER_FILE], key=DATASET_KEY,
+                          help=tip("dataset"))
+    dataset = choice
+    if choice == OTHER_FILE:
+        dataset = st.text_input("Dataset file", key=PATH_KEY, placeholder="data/pairs.json",
+                                help=tip("dataset")).strip()
+        if not dataset:
+            st.info("Type the path of a .json / .jsonl preference file.")
+            return None
+    try:
+        fmt, records = train_runs.dataset_summary(dataset)
+    except DecodingLabError as exc:
+        st.error(str(exc))
+        return None
+    course = fmt == "course"
+    st.caption(f"{dataset}: {records} records, {fmt} format"
+               + ("" if course else " (chosen/rejected given: support_ratio does not apply)"))
+    c = st.columns(3)
+    with c[0]:
+        method = st.selectbox("method", METHODS, key=key("method"), help=tip("method"))
+    with c[1]:
+        support_ratio = st.slider("support_ratio", 0.0, 1.0, 1.0, 0.05, key=key("support_ratio"),
+                                  help=tip("support_ratio"), disabled=not course)
+    with c[2]:
+        # Keyed per dataset: its range is the dataset's record count.
+        data_size = st.number_input("data_size", 1, records, records, key=key(f"data_size.{dataset}"),
+                                    help=tip("data_size"))
+    c = st.columns(3)
+    with c[0]:
+        epochs = st.number_input("epochs", 1, 20, DEFAULTS.epochs, key=key("epochs"), help=tip("epochs"))
+    with c[1]:
+        beta = st.number_input("beta", 0.001, 100.0, DEFAULTS.beta, 0.05, format="%.3f",
+                               key=key("beta"), help=tip("beta"))
+    with c[2]:
+        learning_rate = st.number_input("learning_rate", 1e-7, 0.5, DEFAULTS.learning_rate,
+                                        format="%.1e", key=key("learning_rate"),
+                                        help=tip("learning_rate"))
+    knobs = dict(method=method, dataset=dataset, data_size=int(data_size), epochs=int(epochs),
+                 beta=float(beta), learning_rate=float(learning_rate))
+    if course:
+        knobs["support_ratio"] = float(support_ratio)
+    return knobs
+
+
+def start(knobs: dict, name: str) -> None:
+    """Validate here (instant error box), then start the run in the background."""
+    try:
+        config = TrainConfig(**knobs)
+        name = name.strip() or train_runs.default_name(config)
+        job = train_runs.new_job(name, config, model=lab_state.settings().model)
+    except DecodingLabError as exc:
+        st.error(str(exc))
+        return
+    processes()[job.name] = train_runs.launch(job)
+    st.toast(f"Training {job.name} started in the background.")
+
+
+# --------------------------------------------------------------------------- the runs
+
+def status_of(job: train_runs.TrainJob) -> str:
+    process = processes().get(job.name)
+    returncode = process.poll() if process is not None else None
+    if returncode is not None:
+        train_runs.record_exit(job, returncode)
+    return train_runs.job_status(job, returncode, known=process is not None)
+
+
+def curves_chart(frame) -> alt.Chart:
+    return alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("step:Q", title="optimizer step", axis=alt.Axis(tickMinStep=1)),
+        y=alt.Y("value:Q", title=None),
+        color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="top")),
+        tooltip=["step:Q", "metric:N", alt.Tooltip("value:Q", format=".4f")],
+    ).properties(height=220).facet(
+        facet=alt.Facet("panel:N", title=None, header=alt.Header(labelFontSize=14)), columns=2,
+    ).resolve_scale(y="independent")
+
+
+def show_job(job: train_runs.TrainJob, status: str) -> None:
+    begin, entries, _ = train_runs.read_progress(job.progress_path)
+    log = train_runs.log_tail(job.log_path)
+    icon = {"running": "⏳", "finished": "✅", "failed": "❌"}.get(status, "❔")
+    st.markdown(f"**{icon} {job.name}** · {status} · `{train_runs.display_path(job.out_dir)}`")
+    steps = [e["step"] for e in entries if "train_runtime" not in e]
+    if begin and begin.get("max_steps"):
+        done = max(steps, default=0)
+        st.progress(min(1.0, done / begin["max_steps"]), text=f"step {done} of {begin['max_steps']}")
+    elif status == "running":
+        st.caption("Loading the model and the data… (the first step appears after that)")
+    if status == "failed":
+        message = train_runs.error_message(log)
+        st.error(message or "The run stopped without writing an adapter; see the log below.")
+    if status == "finished":
+        st.success(f"Adapter written to {train_runs.display_path(job.out_dir)}: pick it under "
+                   "'Trained adapters' in the sidebar.")
+    frame = train_runs.curve_frame(entries)
+    if not frame.empty:
+        frame["panel"] = ["loss" if m == "loss" else "reward accuracy" if m.endswith("accuracies")
+                          else "rewards" for m in frame["metric"]]
+        st.altair_chart(curves_chart(frame), width="stretch")
+    with st.expander("Log", expanded=status != "finished"):
+        st.code(log or "(nothing yet)", language=None)
+    process = processes().get(job.name)
+    if status == "running" and process is not None:
+        if st.button("Stop", key=key(f"stop.{job.name}"), icon=":material/stop:"):
+            train_runs.stop(process)
+
+
+def runs_view() -> None:
+    jobs = train_runs.list_jobs()
+    if not jobs:
+        st.caption("No runs yet.")
+        return
+    seen = st.session_state.setdefault(SEEN_KEY, {})
+    statuses = {job.name: status_of(job) for job in jobs}
+    show_job(jobs[0], statuses[jobs[0].name])
+    if len(jobs) > 1:
+        with st.expander(f"Earlier runs ({len(jobs) - 1})"):
+            for job in jobs[1:]:
+                st.markdown(f"{job.name} · {statuses[job.name]}")
+    # A run that just ended: rerun the whole app so the sidebar lists the new adapter and
+    # the polling stops.
+    changed = any(seen.get(n) == "running" and s != "running" for n, s in statuses.items())
+    seen.update(statuses)
+    if changed:
+        st.rerun()
+
+
+def render() -> None:
+    st.title("Train an adapter")
+    st.caption("Preference training (DPO, IPO, ORPO, SimPO) of a LoRA adapter on the sidebar's "
+               "model, as `declab train` in a background process: the page stays usable while it "
+               "runs. The finished adapter is listed in the sidebar.")
+    knobs = config_knobs()
+    name = st.text_input("Adapter name", key=NAME_KEY, placeholder="automatic, e.g. dpo-stance-r1-n50-e3-…",
+                         help="The adapter is written to adapters/NAME.")
+    base = lab_state.settings().model or lab_state.EMBEDDED_LABEL
+    st.caption(f"Base model (sidebar): {base}")
+    if st.button("Start training", type="primary", key=START_KEY, icon=":material/model_training:",
+                 disabled=knobs is None):
+        start(knobs, name)
+    st.divider()
+    st.subheader("Runs")
+    running = any(status_of(job) == "running" for job in train_runs.list_jobs())
+    st.fragment(run_every=POLL_SECONDS if running else None)(runs_view)()
