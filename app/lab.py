@@ -22,6 +22,7 @@ from app.pages import step_inspector  # noqa: E402
 from app.pages import compare  # noqa: E402
 from app.pages import repetition  # noqa: E402
 from app.pages import beam_explorer  # noqa: E402
+from app.pages import preference_math  # noqa: E402
 from app.pages import train_adapter  # noqa: E402
 from decoding import help_text  # noqa: E402
 
@@ -31,6 +32,7 @@ PAGES = [
     st.Page(compare.render, title="Compare decodings", icon=":material/compare:", url_path="compare"),
     st.Page(repetition.render, title="Repetition lab", icon=":material/repeat:", url_path="repetition"),
     st.Page(beam_explorer.render, title="Beam explorer", icon=":material/account_tree:", url_path="beam-explorer"),
+    st.Page(preference_math.render, title="Preference math", icon=":material/functions:", url_path="preference-math"),
     st.Page(train_adapter.render, title="Train an adapter", icon=":material/model_training:",
             url_path="train"),
 ]
