@@ -23,6 +23,7 @@ from app.pages import compare  # noqa: E402
 from app.pages import repetition  # noqa: E402
 from app.pages import beam_explorer  # noqa: E402
 from app.pages import preference_math  # noqa: E402
+from app.pages import studies  # noqa: E402
 from app.pages import train_adapter  # noqa: E402
 from decoding import help_text  # noqa: E402
 
@@ -33,6 +34,7 @@ PAGES = [
     st.Page(repetition.render, title="Repetition lab", icon=":material/repeat:", url_path="repetition"),
     st.Page(beam_explorer.render, title="Beam explorer", icon=":material/account_tree:", url_path="beam-explorer"),
     st.Page(preference_math.render, title="Preference math", icon=":material/functions:", url_path="preference-math"),
+    st.Page(studies.render, title="Studies", icon=":material/science:", url_path="studies"),
     st.Page(train_adapter.render, title="Train an adapter", icon=":material/model_training:",
             url_path="train"),
 ]
