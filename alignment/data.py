@@ -26,6 +26,7 @@ DATASET_DIR = Path(__file__).parent / "datasets"
 SHIPPED_DATASETS = {
     "stance": "stance_train.json",
     "stance-test": "stance_test.json",
+    "anti-repetition": "anti_repetition.json",   # built by declab data anti-repetition
 }
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 

@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "app.cli_experiment",
     "app.cli_train",
     "app.cli_data",
+    "app.cli_evaluate",
 ]
 
 

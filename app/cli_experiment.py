@@ -14,6 +14,10 @@ from decoding.errors import DecodingLabError
 
 STUDIES: dict[str, str] = {
     "degeneration": "experiments.degeneration:main",
+    "hw6": "experiments.hw6:main",
+    "dpo-vs-orpo": "experiments.dpo_vs_orpo:main",
+    "decoding-vs-alignment": "experiments.decoding_vs_alignment:main",
+    "prefmath": "experiments.prefmath_study:main",
 }
 
 

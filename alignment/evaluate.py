@@ -1,0 +1,399 @@
+"""After DPO or ORPO, what does the model actually say, and how much depends on decoding?
+
+``evaluate`` runs the base model and each adapter on held-out stance prompts under several
+decodings and measures, per (model, decoding):
+
+- **stance** of the generated answers two ways (no external judge offline):
+  (a) the stance classifier of ``alignment.stance`` (support / oppose / neutral fractions and
+  the mean P(support)); (b) per model, the likelihood margin
+  log π(support reference | prompt) − log π(oppose reference | prompt) on the test prompts;
+- **side effects**, always beside stance: end-of-sequence rate, mean length, loop rate
+  (``detect_loop``, ≥ 2 cycles), rep-2/3 (Su et al. 2022) and the sample-based KL to the base
+  mean_t[log π_adapter(y_t) − log π_base(y_t)] over the adapter's own tokens;
+- **pairwise** (seed 001 style): adapter vs base answer for the same prompt, decoding and
+  sample, a win when the answer moves P(support) towards the adapter's training target by more
+  than ``tie_margin``, a loss when it moves it away by more, else a tie;
+
+and per adapter the **held-out preference accuracy and margin**: on the test prompts' reference
+pairs (chosen = the side the adapter was trained towards), DPO-family adapters use the implicit
+reward β·(log π − log π_ref) summed over the answer (Rafailov et al. 2023, Eq. 5), ORPO uses the
+log-odds of the mean per-token log-probability (Hong et al. 2024, Eq. 4).
+
+Every generation is kept (``EvaluationReport.generations``) so reports can print the
+before/after table the course printed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from decoding import DecodingConfig, load_model
+from decoding.batch import generate_batch
+from decoding.diagnostics import detect_loop, rep_n
+from decoding.errors import DecodingLabError, out_of_range
+from decoding.models import ADAPTER_META, LM, attach_adapter
+from decoding.specs import StrategySpec, parse_specs
+
+from .data import StanceRecord, load_stance_records
+from .scoring import completion_ids, sample_kl, sequence_logprobs, token_logprobs
+from .stance import StanceClassifier, StanceConfig, fit_stance_classifier
+
+DEFAULT_DECODINGS = "greedy;sample:top_p=0.9;beam:num_beams=4"
+DPO_FAMILY = ("dpo", "ipo", "simpo")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What ``evaluate`` runs (each field is a ``declab evaluate`` flag)."""
+
+    prompts: str = field(default="stance-test", metadata={
+        "help": "course-schema test set (shipped name or file): prompts with a support and an "
+                "oppose reference answer"})
+    decodings: str = field(default=DEFAULT_DECODINGS, metadata={
+        "help": "decoding specs STRATEGY[:field=value,...], separated by ';'"})
+    samples: int = field(default=3, metadata={
+        "help": "samples per prompt for sampling decodings (seeds seed, seed+1, ...); "
+                "deterministic decodings run once"})
+    max_new_tokens: int = field(default=96, metadata={"help": "new tokens per answer"})
+    chat: bool = field(default=True, metadata={"help": "use the chat template (the adapters' training format)"})
+    seed: int = field(default=0, metadata={"help": "first sampling seed"})
+    tie_margin: float = field(default=0.1, metadata={
+        "help": "pairwise: |ΔP(support)| at or below this is a tie, in [0, 1)"})
+    max_prompts: int | None = field(default=None, metadata={"help": "only the first N test prompts"})
+
+    def __post_init__(self) -> None:
+        for name, value, low in (("samples", self.samples, 1), ("max_new_tokens", self.max_new_tokens, 1),
+                                 ("seed", self.seed, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise out_of_range(name, value, f"an integer >= {low}")
+        if self.max_prompts is not None and (not isinstance(self.max_prompts, int) or self.max_prompts < 1):
+            raise out_of_range("max_prompts", self.max_prompts, "an integer >= 1, or None for all")
+        if not 0 <= self.tie_margin < 1:
+            raise out_of_range("tie_margin", self.tie_margin, "0 <= tie_margin < 1")
+
+    def specs(self) -> list[StrategySpec]:
+        return parse_specs(self.decodings, DecodingConfig(max_new_tokens=self.max_new_tokens,
+                                                          seed=self.seed))
+
+
+# --------------------------------------------------------------------------- adapters
+
+@dataclass(frozen=True)
+class Subject:
+    """A model under evaluation: the base (no adapter) or one adapter."""
+
+    label: str
+    adapter: str | None
+    method: str | None = None
+    beta: float | None = None
+    target: str | None = None         # "support" / "oppose": the side it was trained to prefer
+
+    @classmethod
+    def of_adapter(cls, path: str, label: str | None = None) -> "Subject":
+        meta_file = Path(path) / ADAPTER_META
+        if not meta_file.is_file():
+            raise DecodingLabError(f"adapter={path!r}: no {ADAPTER_META} there; expected an adapter "
+                                   "directory written by declab train")
+        meta = json.loads(meta_file.read_text())
+        ratio = (meta.get("dataset") or {}).get("support_ratio")
+        target = None if ratio is None else ("support" if ratio >= 0.5 else "oppose")
+        beta = (meta.get("config") or {}).get("beta")
+        return cls(label or Path(path).name, str(path), meta.get("method"), beta, target)
+
+
+def load_subject(subject: Subject, base: LM) -> LM:
+    """The adapter's model: a copy of the base with the LoRA weights merged in, so that
+    generation takes the plain-Llama fast path. The base LM is never modified (PEFT wraps the
+    module it is given in place, hence the copy). Merging changes the products' rounding, not
+    the model (about 1e-6 in the logits)."""
+    if subject.adapter is None:
+        return base
+    lm = attach_adapter(dataclasses.replace(base, model=copy.deepcopy(base.model)), subject.adapter)
+    merged = lm.model.merge_and_unload()
+    merged.eval()
+    return dataclasses.replace(lm, model=merged)
+
+
+# --------------------------------------------------------------------------- measurements
+
+@dataclass
+class GenerationRecord:
+    """One answer: who wrote it, with which decoding, and what we measured on it."""
+
+    model: str
+    decoding: str
+    prompt_id: Any
+    sample: int
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    p_support: float = float("nan")
+    stance: str = ""
+    loop_period: int | None = None
+    loop_onset: int | None = None
+    kl_tokens: float | None = None       # Σ_t log π − log π_base over this answer
+
+    @property
+    def looped(self) -> bool:
+        return self.loop_period is not None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def generate_answers(lm: LM, label: str, items: Sequence[tuple[Any, str]], spec: StrategySpec,
+                     samples: int, chat: bool) -> list[GenerationRecord]:
+    """Every ``(id, prompt)`` answered once (deterministic decodings) or ``samples`` times
+    (sampling: seeds seed, seed+1, …), one batch per sample index. A loop counts when the
+    answer ends in >= 2 cycles covering >= 8 tokens (``detect_loop``)."""
+    runs = samples if spec.config.strategy in ("sample", "mirostat") else 1
+    out = []
+    for k in range(runs):
+        config = spec.config.replace(seed=spec.config.seed + k)
+        gens = generate_batch(lm, [text for _, text in items], config, chat=chat)
+        for (item_id, _), gen in zip(items, gens):
+            seq = gen.sequences[0]
+            loop = detect_loop(seq.token_ids)
+            looped = loop is not None and loop.is_loop and loop.length >= 8
+            out.append(GenerationRecord(label, spec.label, item_id, k, seq.text, list(seq.token_ids),
+                                        seq.finish_reason,
+                                        loop_period=loop.period if looped else None,
+                                        loop_onset=loop.onset if looped else None))
+    return out
+
+
+def summarise(records: Sequence[GenerationRecord]) -> dict[str, Any]:
+    """Stance fractions and side effects of one (model, decoding) cell."""
+    n = len(records)
+    stance = {label: sum(r.stance == label for r in records) / n for label in ("support", "oppose", "neutral")}
+    ids = [r.token_ids[:-1] if r.finish_reason == "eos" else r.token_ids for r in records]
+    kls = [r.kl_tokens for r in records if r.kl_tokens is not None]
+    tokens = sum(len(r.token_ids) for r in records if r.kl_tokens is not None)
+    return {"answers": n, **stance,
+            "mean_p_support": float(np.nanmean([r.p_support for r in records])),
+            "eos_rate": sum(r.finish_reason == "eos" for r in records) / n,
+            "mean_length": float(np.mean([len(r.token_ids) for r in records])),
+            "loop_rate": sum(r.looped for r in records) / n,
+            "rep_2": _safe(rep_n, ids, 2), "rep_3": _safe(rep_n, ids, 3),
+            "kl_to_base": (sum(kls) / tokens) if tokens else None}
+
+
+def _safe(fn, *args):
+    try:
+        return fn(*args)
+    except DecodingLabError:
+        return None
+
+
+def pairwise_counts(adapter: Sequence[GenerationRecord], base: Sequence[GenerationRecord],
+                    target: str | None, tie_margin: float) -> dict[str, Any]:
+    """Win / lose / tie of adapter answers against the base's for the same prompt, decoding
+    and sample index, judged by the classifier's P(support) moved towards ``target``
+    (``support`` when the adapter's target is unknown). Counts overall and per prompt."""
+    sign = -1.0 if target == "oppose" else 1.0
+    base_by_key = {(r.decoding, r.prompt_id, r.sample): r for r in base}
+    total = {"win": 0, "lose": 0, "tie": 0}
+    per_prompt: dict[Any, dict[str, int]] = {}
+    for r in adapter:
+        other = base_by_key.get((r.decoding, r.prompt_id, r.sample))
+        if other is None:
+            continue
+        delta = sign * (r.p_support - other.p_support)
+        outcome = "tie" if abs(delta) <= tie_margin else ("win" if delta > 0 else "lose")
+        total[outcome] += 1
+        per_prompt.setdefault(r.prompt_id, {"win": 0, "lose": 0, "tie": 0})[outcome] += 1
+    return {"target": target or "support", **total, "per_prompt": per_prompt}
+
+
+def likelihood_margins(lm: LM, records: Sequence[StanceRecord], chat: bool) -> list[dict[str, Any]]:
+    """log π(support | prompt) − log π(oppose | prompt) per test prompt (sum and per-token)."""
+    prompts = [r.prompt for r in records]
+    sup = sequence_logprobs(lm, prompts, [r.support for r in records], chat=chat)
+    opp = sequence_logprobs(lm, prompts, [r.oppose for r in records], chat=chat)
+    return [{"prompt_id": r.id, "margin": float(s.sum() - o.sum()),
+             "margin_per_token": float(s.mean() - o.mean())} for r, s, o in zip(records, sup, opp)]
+
+
+def preference_accuracy(policy: LM, base: LM, subject: Subject, records: Sequence[StanceRecord],
+                        chat: bool) -> dict[str, Any] | None:
+    """Held-out preference accuracy and mean margin of an adapter (module docstring)."""
+    if subject.adapter is None:
+        return None
+    target = subject.target or "support"
+    chosen = [r.support if target == "support" else r.oppose for r in records]
+    rejected = [r.oppose if target == "support" else r.support for r in records]
+    prompts = [r.prompt for r in records]
+    pc = sequence_logprobs(policy, prompts, chosen, chat=chat)
+    pr = sequence_logprobs(policy, prompts, rejected, chat=chat)
+    if subject.method in DPO_FAMILY or subject.method is None:
+        beta = subject.beta or 0.1
+        bc = sequence_logprobs(base, prompts, chosen, chat=chat)
+        br = sequence_logprobs(base, prompts, rejected, chat=chat)
+        margins = [beta * ((a.sum() - c.sum()) - (b.sum() - d.sum())) for a, b, c, d in zip(pc, pr, bc, br)]
+        kind = f"implicit reward beta*(log pi - log pi_ref), beta={beta}"
+    else:
+        margins = [_log_odds(a.mean()) - _log_odds(b.mean()) for a, b in zip(pc, pr)]
+        kind = "ORPO log-odds of the mean per-token log-probability"
+    margins = [float(m) for m in margins]
+    return {"target": target, "pairs": len(margins), "accuracy": sum(m > 0 for m in margins) / len(margins),
+            "mean_margin": float(np.mean(margins)), "margin": kind}
+
+
+def _log_odds(mean_logp: torch.Tensor) -> float:
+    """log(p / (1 − p)) for p = exp(mean log-prob), computed stably (TRL's ORPO odds_ratio_loss)."""
+    x = float(mean_logp)
+    return x - math.log(-math.expm1(x)) if x < 0 else float("inf")
+
+
+def attach_kl(policy: LM, base: LM, records: list[GenerationRecord], prompts: dict[Any, str], chat: bool) -> None:
+    """Fill ``kl_tokens`` of every adapter answer: Σ_t log π(y_t) − log π_base(y_t)."""
+    if not records:
+        return
+    prompt_ids = [policy.encode(prompts[r.prompt_id], chat=chat) for r in records]
+    comp = [r.token_ids for r in records]
+    pad = policy.tokenizer.pad_token_id or 0
+    lp = token_logprobs(policy.model, prompt_ids, comp, pad)
+    lb = token_logprobs(base.model, prompt_ids, comp, pad)
+    for r, a, b in zip(records, lp, lb):
+        r.kl_tokens = float((a - b).sum())
+
+
+# --------------------------------------------------------------------------- the whole evaluation
+
+@dataclass
+class EvaluationReport:
+    config: dict
+    classifier: dict
+    subjects: list[dict]
+    cells: list[dict]                 # one per (model, decoding): summarise() + labels
+    likelihood: dict[str, dict]       # model -> {"mean_margin", "per_prompt"}
+    preference: dict[str, dict]       # adapter -> preference_accuracy()
+    pairwise: dict[str, dict]         # "adapter|decoding" -> pairwise_counts()
+    generations: list[GenerationRecord]
+    seconds: float
+
+    def to_dict(self) -> dict:
+        data = dict(self.__dict__)
+        data["generations"] = [g.to_dict() for g in self.generations]
+        return data
+
+
+def evaluate(adapters: Sequence[str], config: EvalConfig | None = None, model_name: str | None = None,
+             base: LM | None = None, classifier: StanceClassifier | None = None, stance_config: StanceConfig | None = None,
+             progress: Callable[[str], None] | None = None) -> EvaluationReport:
+    """Base + every adapter × every decoding on the test prompts (module docstring).
+
+    ``model_name``: the base model (None: the embedded one); ``base`` an already loaded copy of
+    it (never modified); ``classifier`` a fitted stance classifier to reuse."""
+    config = config or EvalConfig()
+    started = time.perf_counter()
+    specs = config.specs()
+    records = load_stance_records(config.prompts)[: config.max_prompts]
+    if not records:
+        raise DecodingLabError(f"prompts={config.prompts!r} holds no test prompt")
+    subjects = [Subject("base", None)] + [Subject.of_adapter(a) for a in adapters]
+    labels = [s.label for s in subjects]
+    if len(set(labels)) != len(labels):
+        raise DecodingLabError(f"adapter names must differ (the directory name labels each): {labels}")
+    note = progress or (lambda text: None)
+    base = base or load_model(model_name)
+    note("fitting the stance classifier")
+    classifier = classifier or fit_stance_classifier(base, stance_config)
+    prompts = {r.id: r.prompt for r in records}
+
+    generations: list[GenerationRecord] = []
+    cells, likelihood, preference, pairwise = [], {}, {}, {}
+    by_subject: dict[str, list[GenerationRecord]] = {}
+    for subject in subjects:
+        note(f"{subject.label}: loading")
+        lm = load_subject(subject, base)
+        answers: list[GenerationRecord] = []
+        for spec in specs:
+            note(f"{subject.label}: {spec.label}")
+            answers += generate_answers(lm, subject.label, [(r.id, r.prompt) for r in records], spec,
+                                        config.samples, config.chat)
+        probabilities = classifier.support_probability([a.text for a in answers])
+        for a, p in zip(answers, probabilities):
+            a.p_support, a.stance = float(p), classifier.label(float(p))
+        if subject.adapter is not None:
+            attach_kl(lm, base, answers, prompts, config.chat)
+        margins = likelihood_margins(lm, records, config.chat)
+        likelihood[subject.label] = {"mean_margin": float(np.mean([m["margin"] for m in margins])),
+                                     "mean_margin_per_token": float(np.mean([m["margin_per_token"] for m in margins])),
+                                     "per_prompt": margins}
+        acc = preference_accuracy(lm, base, subject, records, config.chat)
+        if acc is not None:
+            preference[subject.label] = acc
+        for spec in specs:
+            cell = [a for a in answers if a.decoding == spec.label]
+            cells.append({"model": subject.label, "decoding": spec.label, **summarise(cell)})
+        by_subject[subject.label] = answers
+        generations += answers
+        if lm is not base:
+            del lm
+    for subject in subjects[1:]:
+        for spec in specs:
+            mine = [a for a in by_subject[subject.label] if a.decoding == spec.label]
+            theirs = [a for a in by_subject["base"] if a.decoding == spec.label]
+            pairwise[f"{subject.label}|{spec.label}"] = pairwise_counts(mine, theirs, subject.target,
+                                                                      config.tie_margin)
+    return EvaluationReport(
+        config={**config.__dict__, "decodings": [s.label for s in specs]},
+        classifier=classifier.summary(),
+        subjects=[s.__dict__ for s in subjects], cells=cells, likelihood=likelihood,
+        preference=preference, pairwise=pairwise, generations=generations,
+        seconds=round(time.perf_counter() - started, 1))
+
+
+# --------------------------------------------------------------------------- text views
+
+def format_table(report: EvaluationReport) -> str:
+    """The per-(model, decoding) table, the likelihood margins and preference accuracies."""
+    lines = [f"stance classifier: cross-validated accuracy {report.classifier['cv_accuracy']:.3f} "
+             f"({report.classifier['examples']} answers, layer {report.classifier['layer']}); neutral band "
+             f"P(support) in ({report.classifier['neutral_band'][0]:.2f}, {report.classifier['neutral_band'][1]:.2f})",
+             "",
+             f"{'model':<16} {'decoding':<24} {'n':>3} {'support':>8} {'oppose':>7} {'neutral':>8} "
+             f"{'P(sup)':>7} {'EOS':>5} {'len':>6} {'loop':>5} {'rep-2':>6} {'KL':>7}"]
+    for c in report.cells:
+        kl = "" if c["kl_to_base"] is None else f"{c['kl_to_base']:.3f}"
+        rep2 = "" if c["rep_2"] is None else f"{c['rep_2']:.1f}"
+        lines.append(f"{c['model'][:16]:<16} {c['decoding'][:24]:<24} {c['answers']:>3} {c['support']:>8.0%} "
+                     f"{c['oppose']:>7.0%} {c['neutral']:>8.0%} {c['mean_p_support']:>7.2f} {c['eos_rate']:>5.0%} "
+                     f"{c['mean_length']:>6.1f} {c['loop_rate']:>5.0%} {rep2:>6} {kl:>7}")
+    lines += ["", "likelihood margin log pi(support ref) - log pi(oppose ref), mean over test prompts:"]
+    for model, m in report.likelihood.items():
+        lines.append(f"  {model:<16} {m['mean_margin']:+8.2f} nats ({m['mean_margin_per_token']:+.3f} per token)")
+    if report.preference:
+        lines += ["", "held-out preference accuracy (chosen = the adapter's training side):"]
+        for model, p in report.preference.items():
+            lines.append(f"  {model:<16} accuracy {p['accuracy']:.0%} of {p['pairs']}, mean margin "
+                         f"{p['mean_margin']:+.3f} ({p['margin']}; target {p['target']})")
+    if report.pairwise:
+        lines += ["", "pairwise vs base (stance moved towards the adapter's target):"]
+        for key, p in report.pairwise.items():
+            lines.append(f"  {key:<40} win {p['win']:>3}  lose {p['lose']:>3}  tie {p['tie']:>3}")
+    return "\n".join(lines)
+
+
+def before_after(report: EvaluationReport, decoding: str | None = None, width: int = 160) -> str:
+    """Per test prompt, the base answer and each adapter's (first sample of one decoding)."""
+    decoding = decoding or report.config["decodings"][0]
+    rows = [g for g in report.generations if g.decoding == decoding and g.sample == 0]
+    out = []
+    for prompt_id in dict.fromkeys(g.prompt_id for g in rows):
+        out.append(f"[{prompt_id}]")
+        for g in (g for g in rows if g.prompt_id == prompt_id):
+            text = " ".join(g.text.split())
+            out.append(f"  {g.model:<14} {g.stance:<8} {text[:width]}{'…' if len(text) > width else ''}")
+    return "\n".join(out)

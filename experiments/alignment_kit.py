@@ -1,0 +1,155 @@
+"""What the alignment studies share: training adapters into a run directory, answering prompts
+with several models and decodings, measuring and writing ``results.jsonl`` / ``summary.csv`` /
+figures, all atomically inside ``experiments.runs`` run directories.
+
+The measurements themselves live in ``alignment.evaluate`` (stance, side effects, pairwise,
+preference accuracy) and ``alignment.scoring`` (KL); this module only orchestrates them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from alignment.evaluate import GenerationRecord, Subject, attach_kl, generate_answers, load_subject, summarise
+from alignment.stance import StanceClassifier
+from alignment.train import TrainConfig, train
+from decoding.io import write_bytes_atomic, write_text_atomic
+from decoding.models import LM
+from decoding.specs import StrategySpec
+
+from .runs import Run
+
+
+def note(text: str) -> None:
+    print(f"[study] {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Trained:
+    """An adapter trained inside the run: its label, path and the numbers it logged."""
+
+    label: str
+    path: Path
+    config: TrainConfig
+    seconds: float
+    final_metrics: dict[str, float]
+    log_history: list[dict]
+
+    @property
+    def subject(self) -> Subject:
+        return Subject.of_adapter(str(self.path), self.label)
+
+
+def train_into_run(run: Run, label: str, config: TrainConfig, base: LM) -> Trained:
+    """Train one adapter into ``run/adapters/label`` (atomic, as ``train`` always is)."""
+    note(f"training {label}: {config.method} on {config.dataset} ({config.data_size or 'all'} pairs, "
+         f"{config.epochs} epochs)")
+    started = time.perf_counter()
+    result = train(config, run.file(f"adapters/{label}"), model=base, progress=False)
+    seconds = time.perf_counter() - started
+    note(f"trained {label} in {seconds:.0f} s")
+    return Trained(label, result.out_dir, config, round(seconds, 1), dict(result.meta["final_metrics"]),
+                   list(result.log_history))
+
+
+def measure_models(base: LM, subjects: Sequence[Subject], items: Sequence[tuple[Any, str]],
+                   specs: Sequence[StrategySpec], samples: int, chat: bool,
+                   classifier: StanceClassifier | None,
+                   on_model: Callable[[LM, Subject, list[GenerationRecord]], None] | None = None
+                   ) -> list[GenerationRecord]:
+    """Every subject × decoding on ``items``: answers with stance (when a classifier is given)
+    and the KL of adapter answers to the base. ``on_model`` sees each loaded model once."""
+    prompts = dict(items)
+    records: list[GenerationRecord] = []
+    for subject in subjects:
+        lm = load_subject(subject, base)
+        mine: list[GenerationRecord] = []
+        for spec in specs:
+            note(f"{subject.label}: {spec.label}")
+            mine += generate_answers(lm, subject.label, items, spec, samples, chat)
+        if classifier is not None:
+            for g, p in zip(mine, classifier.support_probability([g.text for g in mine])):
+                g.p_support, g.stance = float(p), classifier.label(float(p))
+        if subject.adapter is not None:
+            attach_kl(lm, base, mine, prompts, chat)
+        if on_model is not None:
+            on_model(lm, subject, mine)
+        records += mine
+        del lm
+    return records
+
+
+def cells(records: Sequence[GenerationRecord], extra: Callable[[list[GenerationRecord]], dict] | None = None
+          ) -> list[dict]:
+    """One summary row per (model, decoding), in first-seen order."""
+    keys = list(dict.fromkeys((r.model, r.decoding) for r in records))
+    rows = []
+    for model, decoding in keys:
+        group = [r for r in records if r.model == model and r.decoding == decoding]
+        row = {"model": model, "decoding": decoding, **summarise(group)}
+        row["mean_chars"] = sum(len(r.text) for r in group) / len(group)
+        if extra is not None:
+            row.update(extra(group))
+        rows.append(row)
+    return rows
+
+
+# --------------------------------------------------------------------------- files
+
+def write_jsonl(path: Path, rows: Iterable[dict]) -> Path:
+    return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
+
+
+def write_csv(path: Path, rows: Sequence[dict]) -> Path:
+    columns = list(dict.fromkeys(k for r in rows for k in r if not isinstance(r[k], (dict, list))))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: _fmt(r.get(k)) for k in columns})
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def _fmt(value):
+    return f"{value:.6g}" if isinstance(value, float) else value
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 12, "axes.titlesize": 13})
+    return plt
+
+
+def save_figure(fig, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    pyplot().close(fig)
+    return write_bytes_atomic(path, buffer.getvalue())
+
+
+# Okabe–Ito: distinguishable with the common colour-vision deficiencies
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
+
+
+def md_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> list[str]:
+    """Markdown table lines: ``columns`` is (key, header, format) with format like ``{:.0%}``."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
+             "|" + "|".join("---" for _ in columns) + "|"]
+    for r in rows:
+        cells_ = []
+        for key, _, fmt in columns:
+            value = r.get(key)
+            cells_.append("–" if value is None else (fmt.format(value) if fmt else str(value)))
+        lines.append("| " + " | ".join(cells_) + " |")
+    return lines

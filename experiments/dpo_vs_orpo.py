@@ -1,0 +1,226 @@
+"""``declab experiment dpo-vs-orpo``: the seed report's comparison, on the embedded model.
+
+The seed report trained DPO and ORPO adapters on a 4-bit 7B model against template loops and
+saw the mean output length fall from 3785 characters (base) to 3397 after DPO and 1792 after
+ORPO. Here:
+
+- **anti-repetition**: DPO and ORPO LoRA adapters trained (raw mode) on the shipped
+  anti-repetition set (``declab data anti-repetition``: the model's own greedy loops as rejected,
+  the answer cut at its first natural end + EOS as chosen), *without* the pairs mined from the
+  ``template_loop`` prompts; those nine Alpaca prompts are the held-out test. Decoded raw, with
+  end-of-sequence allowed: does the model now stop, and stop looping?
+- **stance**: DPO and ORPO adapters on the stance set (support_ratio 1), answers to the held-out
+  test prompts in chat mode: stance beside the same side effects.
+
+Under greedy, beam-4, top-p 0.9 and min-p 0.1: mean output length (characters and tokens), loop
+rate, rep-2/3/4, EOS rate, and stance where relevant; ``report.md`` puts the lengths beside the
+seed's and says whether the same ordering (base > DPO > ORPO) appears.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+
+import numpy as np
+
+from alignment.curves import plot_training_curves
+from alignment.data import load_stance_records, resolve_path
+from alignment.evaluate import Subject
+from alignment.stance import StanceConfig, fit_stance_classifier
+from alignment.train import TrainConfig
+from decoding import DecodingConfig, load_model
+from decoding.models import LM
+from decoding.diagnostics import rep_n
+from decoding.errors import DecodingLabError
+from decoding.io import write_json_atomic, write_text_atomic
+from decoding.prompts import load_prompt_set
+from decoding.specs import parse_specs
+
+from . import alignment_kit as kit
+from .runs import open_run
+
+STUDY = "dpo-vs-orpo"
+SEED_CHARS = {"base": 3785, "dpo": 3397, "orpo": 1792}   # seed report, 4-bit 7B model
+HELD_OUT_SOURCE = "template_loop"
+
+
+@dataclass(frozen=True)
+class DpoOrpoSettings:
+    epochs: int = 3
+    train_pairs: int | None = None          # None: every non-held-out anti-repetition pair
+    stance_pairs: int = 50
+    decodings: str = "greedy;beam:num_beams=4;sample:top_p=0.9;sample:min_p=0.1"
+    samples: int = 2
+    max_new_tokens: int = 160
+    stance_tokens: int = 80
+    test_prompts: int | None = None
+    stance_part: bool = True
+    seed: int = 0
+    quick: bool = False
+
+    @classmethod
+    def quick_settings(cls) -> "DpoOrpoSettings":
+        return cls(epochs=1, train_pairs=12, decodings="greedy", samples=1, max_new_tokens=64,
+                   test_prompts=4, stance_part=False, quick=True)
+
+
+def anti_repetition_split(run) -> tuple[str, list[tuple[str, str]], int]:
+    """Write the training pairs (every source but the held-out one) into the run; return the
+    file, the held-out prompts (id, text) and the number of training pairs."""
+    records = json.loads(resolve_path("anti-repetition").read_text())
+    train = [r for r in records if r.get("meta", {}).get("source") != HELD_OUT_SOURCE]
+    if not train:
+        raise DecodingLabError("the anti-repetition set has no pairs outside the held-out template_loop prompts")
+    path = write_json_atomic(run.file("data/anti_repetition_train.json"), train)
+    held = [(p.id, p.text) for p in load_prompt_set(HELD_OUT_SOURCE).prompts]
+    return str(path), held, len(train)
+
+
+def rep_extra(group) -> dict:
+    ids = [g.token_ids[:-1] if g.finish_reason == "eos" else g.token_ids for g in group]
+    out = {}
+    for n in (2, 3, 4):
+        try:
+            out[f"rep_{n}"] = rep_n(ids, n)
+        except DecodingLabError:
+            out[f"rep_{n}"] = None
+    return out
+
+
+def run_dpo_vs_orpo(settings: DpoOrpoSettings, root: str = "runs", model: str | None = None,
+        base: LM | None = None, stance_config: StanceConfig | None = None) -> str:
+    """Run the study; ``base`` an already loaded model (tests: the tiny one), ``stance_config``
+    the classifier\'s settings."""
+    base = base or load_model(model)
+    with open_run(STUDY, root, params=settings.__dict__) as run:
+        train_file, held_out, n_train = anti_repetition_split(run)
+        held_out = held_out[: settings.test_prompts]
+        trained = {}
+        for method in ("dpo", "orpo"):
+            config = TrainConfig(method=method, dataset=train_file, chat=False, epochs=settings.epochs,
+                                 data_size=settings.train_pairs, seed=settings.seed)
+            trained[f"{method}-antirep"] = kit.train_into_run(run, f"{method}-antirep", config, base)
+        if settings.stance_part:
+            for method in ("dpo", "orpo"):
+                config = TrainConfig(method=method, dataset="stance", support_ratio=1.0,
+                                     data_size=settings.stance_pairs, epochs=settings.epochs, seed=settings.seed)
+                trained[f"{method}-stance"] = kit.train_into_run(run, f"{method}-stance", config, base)
+        run.progress(trained=list(trained))
+
+        specs = parse_specs(settings.decodings, DecodingConfig(max_new_tokens=settings.max_new_tokens,
+                                                               seed=settings.seed))
+        subjects = [Subject("base", None)] + [trained[k].subject for k in trained if k.endswith("antirep")]
+        anti = kit.measure_models(base, subjects, held_out, specs, settings.samples, chat=False, classifier=None)
+        rows = [dict(part="anti-repetition", **r) for r in kit.cells(anti, rep_extra)]
+        answers = [dict(part="anti-repetition", **g.to_dict()) for g in anti]
+        classifier = None
+        if settings.stance_part:
+            classifier = fit_stance_classifier(base, stance_config)
+            records = load_stance_records("stance-test")[: settings.test_prompts]
+            stance_specs = parse_specs(settings.decodings, DecodingConfig(max_new_tokens=settings.stance_tokens,
+                                                                          seed=settings.seed))
+            subjects = [Subject("base", None)] + [trained[k].subject for k in trained if k.endswith("stance")]
+            stance = kit.measure_models(base, subjects, [(r.id, r.prompt) for r in records], stance_specs,
+                                        settings.samples, chat=True, classifier=classifier)
+            rows += [dict(part="stance", **r) for r in kit.cells(stance, rep_extra)]
+            answers += [dict(part="stance", **g.to_dict()) for g in stance]
+        kit.write_jsonl(run.file("results.jsonl"), answers)
+        kit.write_csv(run.file("summary.csv"), rows)
+        for label, t in trained.items():
+            plot_training_curves(t.log_history, run.file(f"curves_{label}.png"), title=label)
+        length_figure([r for r in rows if r["part"] == "anti-repetition"], run.file("lengths.png"))
+        write_text_atomic(run.file("report.md"), report(settings, rows, trained, n_train, len(held_out),
+                                                        classifier.summary() if classifier else None, anti))
+    kit.note(f"report: {run.path / 'report.md'}")
+    return str(run.path)
+
+
+def length_figure(rows: list[dict], path) -> None:
+    plt = kit.pyplot()
+    decodings = list(dict.fromkeys(r["decoding"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    width = 0.8 / len(models)
+    x = np.arange(len(decodings))
+    for i, (m, colour) in enumerate(zip(models, kit.PALETTE)):
+        sub = {r["decoding"]: r for r in rows if r["model"] == m}
+        ax1.bar(x + i * width, [sub[d]["mean_chars"] for d in decodings], width, label=m, color=colour)
+        ax2.bar(x + i * width, [100 * sub[d]["loop_rate"] for d in decodings], width, label=m, color=colour)
+    for ax, title in ((ax1, "mean output length (characters)"), (ax2, "answers ending in a loop (%)")):
+        ax.set_xticks(x + width * (len(models) - 1) / 2, decodings, rotation=20)
+        ax.set_title(title)
+    ax1.legend()
+    fig.suptitle("Held-out template-loop prompts, raw mode, end-of-sequence allowed")
+    kit.save_figure(fig, path)
+
+
+COLUMNS = [("model", "model", ""), ("decoding", "decoding", ""), ("answers", "n", ""),
+           ("mean_chars", "chars", "{:.0f}"), ("mean_length", "tokens", "{:.0f}"),
+           ("eos_rate", "EOS", "{:.0%}"), ("loop_rate", "loops", "{:.0%}"), ("rep_2", "rep-2", "{:.1f}"),
+           ("rep_3", "rep-3", "{:.1f}"), ("rep_4", "rep-4", "{:.1f}"), ("kl_to_base", "KL", "{:.3f}")]
+STANCE_COLUMNS = COLUMNS[:3] + [("support", "support", "{:.0%}"), ("oppose", "oppose", "{:.0%}"),
+                                ("neutral", "neutral", "{:.0%}")] + COLUMNS[3:]
+
+
+def ordering_sentence(rows: list[dict], decoding: str) -> str:
+    sub = {r["model"].split("-")[0]: r["mean_chars"] for r in rows if r["decoding"] == decoding}
+    if not {"base", "dpo", "orpo"} <= set(sub):
+        return ""
+    same = sub["base"] > sub["dpo"] > sub["orpo"]
+    order = " > ".join(f"{k} {sub[k]:.0f}" for k in sorted(sub, key=sub.get, reverse=True))
+    return (f"Under {decoding}: {order} characters — "
+            + ("the seed's ordering (base > DPO > ORPO) appears." if same
+               else "not the seed's ordering (base > DPO > ORPO)."))
+
+
+def report(settings, rows, trained, n_train, n_test, classifier, anti) -> str:
+    anti_rows = [r for r in rows if r["part"] == "anti-repetition"]
+    stance_rows = [r for r in rows if r["part"] == "stance"]
+    first = anti_rows[0]["decoding"]
+    lines = ["# DPO vs ORPO against repetition (and on stance)", "",
+             f"Embedded SmolLM2-135M-Instruct, LoRA r=8 on q/k/v/o, {settings.epochs} epochs. Anti-repetition "
+             f"adapters trained on {n_train} pairs mined from the model's own greedy loops (raw mode); "
+             f"tested on {n_test} held-out Alpaca-style template prompts, raw, end-of-sequence allowed, "
+             f"{settings.max_new_tokens} new tokens at most."
+             + (" **Quick run: tiny training, greedy only, no stance part.**" if settings.quick else ""), "",
+             "## Anti-repetition", ""]
+    lines += kit.md_table(anti_rows, COLUMNS)
+    lines += ["", "### Beside the seed report", "",
+              f"Seed (4-bit 7B, template loops): base {SEED_CHARS['base']} → DPO {SEED_CHARS['dpo']} → "
+              f"ORPO {SEED_CHARS['orpo']} characters on average (ORPO shortest, DPO a little shorter than base).", ""]
+    for decoding in dict.fromkeys(r["decoding"] for r in anti_rows):
+        sentence = ordering_sentence(anti_rows, decoding)
+        if sentence:
+            lines.append(f"- {sentence}")
+    lines += ["", "Our lengths are bounded by the generation cap; the seed's were not, so compare the "
+              "ordering and the ratios, not the absolute numbers.", ""]
+    if stance_rows:
+        lines += ["## Stance set", "",
+                  f"Stance classifier cross-validated accuracy {classifier['cv_accuracy']:.3f}.", ""]
+        lines += kit.md_table(stance_rows, STANCE_COLUMNS)
+        lines.append("")
+    lines += ["## Training", ""]
+    for label, t in trained.items():
+        fm = t.final_metrics
+        lines.append(f"- {label}: {t.seconds:.0f} s; final loss {fm.get('loss', float('nan')):.3f}, "
+                     f"accuracy {fm.get('rewards/accuracies', float('nan')):.2f}, margin "
+                     f"{fm.get('rewards/margins', float('nan')):.2f}")
+    lines += ["", f"## Answers ({first})", ""]
+    for g in (g for g in anti if g.decoding == first):
+        text = " ".join(g.text.split())
+        loop = f"loop period {g.loop_period}" if g.looped else "no loop"
+        lines.append(f"- *{g.model}* [{g.prompt_id}] ({g.finish_reason}, {loop}): {text[:240]}")
+    lines += ["", "Figures: `lengths.png`, `curves_<adapter>.png`; every answer: `results.jsonl`."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="declab experiment dpo-vs-orpo", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small training, 4 test prompts, greedy only")
+    p.add_argument("--root", default="runs", help="where run directories go")
+    p.add_argument("--model", default=None, help="base model (default: the embedded SmolLM2-135M-Instruct)")
+    args = p.parse_args(argv)
+    run_dpo_vs_orpo(DpoOrpoSettings.quick_settings() if args.quick else DpoOrpoSettings(), args.root, args.model)
+    return 0

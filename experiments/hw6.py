@@ -1,0 +1,208 @@
+"""``declab experiment hw6``: the course's DPO runs on the embedded model and our stance set.
+
+Three comparisons, each a pair of DPO LoRA runs that differ in one knob (the others at
+support_ratio 1, 3 epochs, 50 pairs):
+
+(a) support_ratio 0 vs 1: does the adapter take the side it was trained on?
+(b) 1 vs 3 epochs: how much training does the shift need?
+(c) 10 vs 50 pairs: how much data?
+
+The 3-epoch, 50-pair, ratio-1 run is shared by all three, so four adapters are trained. For
+each: training curves, held-out preference accuracy, stance fractions (support / oppose /
+neutral) of the test prompts' answers under greedy and under top-p 0.9 sampling (several samples
+per prompt), and the before/after table. ``report.md`` answers the course's three questions from
+these measurements.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from alignment.curves import plot_training_curves
+from alignment.data import load_stance_records
+from alignment.evaluate import Subject, load_subject, preference_accuracy
+from alignment.stance import StanceConfig, fit_stance_classifier
+from alignment.train import TrainConfig
+from decoding import DecodingConfig, load_model
+from decoding.models import LM
+from decoding.io import write_json_atomic, write_text_atomic
+from decoding.specs import parse_specs
+
+from . import alignment_kit as kit
+from .runs import open_run
+
+STUDY = "hw6"
+
+
+@dataclass(frozen=True)
+class Hw6Settings:
+    """The run's size; ``quick()`` is the few-minute version."""
+
+    pairs: int = 50
+    few_pairs: int = 10
+    epochs: int = 3
+    few_epochs: int = 1
+    test_prompts: int | None = None     # None: all 14
+    samples: int = 3
+    max_new_tokens: int = 80
+    seed: int = 0
+    quick: bool = False
+
+    @classmethod
+    def quick_settings(cls) -> "Hw6Settings":
+        return cls(pairs=12, few_pairs=4, epochs=1, few_epochs=1, test_prompts=4, samples=1,
+                   max_new_tokens=40, quick=True)
+
+    def runs(self) -> dict[str, dict]:
+        """Adapter label -> TrainConfig knobs. Quick: only comparison (a)."""
+        runs = {"ratio1": dict(support_ratio=1.0, data_size=self.pairs, epochs=self.epochs),
+                "ratio0": dict(support_ratio=0.0, data_size=self.pairs, epochs=self.epochs)}
+        if not self.quick:
+            runs["epochs1"] = dict(support_ratio=1.0, data_size=self.pairs, epochs=self.few_epochs)
+            runs["pairs10"] = dict(support_ratio=1.0, data_size=self.few_pairs, epochs=self.epochs)
+        return runs
+
+
+COMPARISONS = [("a", "support_ratio 0 vs 1", "ratio0", "ratio1"),
+               ("b", "1 vs 3 epochs", "epochs1", "ratio1"),
+               ("c", "10 vs 50 pairs", "pairs10", "ratio1")]
+
+
+def run_hw6(settings: Hw6Settings, root: str = "runs", model: str | None = None,
+        base: LM | None = None, stance_config: StanceConfig | None = None) -> str:
+    """Run the study; ``base`` an already loaded model (tests: the tiny one), ``stance_config``
+    the classifier\'s settings."""
+    base = base or load_model(model)
+    records = load_stance_records("stance-test")[: settings.test_prompts]
+    items = [(r.id, r.prompt) for r in records]
+    specs = parse_specs("greedy;sample:top_p=0.9",
+                        DecodingConfig(max_new_tokens=settings.max_new_tokens, seed=settings.seed))
+    with open_run(STUDY, root, params=settings.__dict__) as run:
+        kit.note("fitting the stance classifier")
+        classifier = fit_stance_classifier(base, stance_config)
+        trained = {}
+        for label, knobs in settings.runs().items():
+            config = TrainConfig(method="dpo", dataset="stance", seed=settings.seed, **knobs)
+            trained[label] = kit.train_into_run(run, label, config, base)
+            run.progress(trained=list(trained))
+        subjects = [Subject("base", None)] + [t.subject for t in trained.values()]
+        preference = {}
+
+        def on_model(lm, subject, _answers):
+            if subject.adapter is not None:
+                preference[subject.label] = preference_accuracy(lm, base, subject, records, chat=True)
+
+        answers = kit.measure_models(base, subjects, items, specs, settings.samples, True, classifier, on_model)
+        rows = kit.cells(answers)
+        for row in rows:
+            t = trained.get(row["model"])
+            row.update(train_s=t.seconds if t else None,
+                       **({f"pref_{k}": v for k, v in preference[row["model"]].items()
+                           if k in ("accuracy", "mean_margin")} if t else {}))
+        kit.write_jsonl(run.file("results.jsonl"), [g.to_dict() for g in answers])
+        kit.write_csv(run.file("summary.csv"), rows)
+        write_json_atomic(run.file("classifier.json"), classifier.summary())
+        for label, t in trained.items():
+            plot_training_curves(t.log_history, run.file(f"curves_{label}.png"), title=f"DPO {label}")
+        stance_figure(rows, run.file("stance.png"))
+        write_text_atomic(run.file("report.md"), report(settings, rows, trained, preference, answers,
+                                                        classifier.summary(), records))
+    kit.note(f"report: {run.path / 'report.md'}")
+    return str(run.path)
+
+
+def stance_figure(rows: list[dict], path) -> None:
+    plt = kit.pyplot()
+    decodings = list(dict.fromkeys(r["decoding"] for r in rows))
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(decodings), figsize=(5.5 * len(decodings), 4.2), sharey=True)
+    for ax, decoding in zip(np.atleast_1d(axes), decodings):
+        sub = {r["model"]: r for r in rows if r["decoding"] == decoding}
+        bottom = np.zeros(len(models))
+        for label, colour in zip(("support", "neutral", "oppose"), (kit.PALETTE[0], "#BBBBBB", kit.PALETTE[3])):
+            values = np.array([100 * sub[m][label] for m in models])
+            ax.bar(models, values, bottom=bottom, color=colour, label=label)
+            bottom += values
+        ax.set_title(decoding)
+        ax.set_ylabel("% of answers")
+        ax.tick_params(axis="x", rotation=30)
+    np.atleast_1d(axes)[0].legend(loc="lower left")
+    fig.suptitle("Stance of test-prompt answers (stance classifier)")
+    kit.save_figure(fig, path)
+
+
+COLUMNS = [("model", "model", ""), ("decoding", "decoding", ""), ("answers", "n", ""),
+           ("support", "support", "{:.0%}"), ("oppose", "oppose", "{:.0%}"), ("neutral", "neutral", "{:.0%}"),
+           ("mean_p_support", "P(support)", "{:.2f}"), ("eos_rate", "EOS", "{:.0%}"),
+           ("mean_length", "tokens", "{:.0f}"), ("loop_rate", "loops", "{:.0%}"),
+           ("kl_to_base", "KL to base", "{:.3f}"), ("pref_accuracy", "pref. acc.", "{:.0%}"),
+           ("pref_mean_margin", "margin", "{:+.2f}")]
+
+
+def _cell(rows, model, decoding):
+    return next((r for r in rows if r["model"] == model and r["decoding"] == decoding), None)
+
+
+def report(settings, rows, trained, preference, answers, classifier, records) -> str:
+    greedy, sampled = rows[0]["decoding"], rows[1]["decoding"]
+    lines = ["# hw6: DPO on the stance set, three comparisons", "",
+             f"Embedded SmolLM2-135M-Instruct, DPO LoRA (r=8, q/k/v/o), β=0.1, our defaults otherwise; "
+             f"{len(records)} held-out test prompts; decodings: {greedy}, {sampled} "
+             f"({settings.samples} samples per prompt); {settings.max_new_tokens} new tokens."
+             + (" **Quick run: small and short, only comparison (a).**" if settings.quick else ""), "",
+             f"Stance classifier: cross-validated accuracy {classifier['cv_accuracy']:.3f} on "
+             f"{classifier['examples']} reference answers (grouped 5-fold); neutral band "
+             f"{classifier['neutral_band'][0]:.2f}–{classifier['neutral_band'][1]:.2f}.", "",
+             "## Results", ""]
+    lines += kit.md_table(rows, COLUMNS)
+    lines += ["", "Training: " + "; ".join(f"{k}: {t.config.data_size} pairs × {t.config.epochs} epochs, "
+                                             f"ratio {t.config.support_ratio}, {t.seconds:.0f} s, final "
+                                             f"accuracy {t.final_metrics.get('rewards/accuracies', float('nan')):.2f}, "
+                                             f"margin {t.final_metrics.get('rewards/margins', float('nan')):.2f}"
+                                             for k, t in trained.items()), ""]
+    lines += ["## The course's questions, answered from these numbers", ""]
+    for key, title, left, right in COMPARISONS:
+        if left not in trained or right not in trained:
+            continue
+        lines.append(f"**({key}) {title}.** " + _compare(rows, preference, left, right, greedy, sampled))
+        lines.append("")
+    lines += ["## Before / after (greedy)", ""]
+    for r in records:
+        lines.append(f"**{r.prompt}**")
+        for g in (g for g in answers if g.prompt_id == r.id and g.decoding == greedy):
+            text = " ".join(g.text.split())
+            lines.append(f"- *{g.model}* ({g.stance}, P(support) {g.p_support:.2f}): {text[:300]}")
+        lines.append("")
+    lines += ["Figures: `stance.png`, `curves_<adapter>.png`. Every answer: `results.jsonl`."]
+    return "\n".join(lines) + "\n"
+
+
+def _compare(rows, preference, left, right, greedy, sampled) -> str:
+    parts = []
+    for decoding in (greedy, sampled):
+        a, b = _cell(rows, left, decoding), _cell(rows, right, decoding)
+        parts.append(f"under {decoding}, support {a['support']:.0%} ({left}) vs {b['support']:.0%} ({right}), "
+                     f"oppose {a['oppose']:.0%} vs {b['oppose']:.0%}")
+    pa, pb = preference[left], preference[right]
+    base = _cell(rows, "base", greedy)
+    parts.append(f"held-out preference accuracy {pa['accuracy']:.0%} vs {pb['accuracy']:.0%} "
+                 f"(towards each adapter's own target); the base model answered {base['support']:.0%} "
+                 f"support / {base['oppose']:.0%} oppose greedily")
+    return "; ".join(parts) + "."
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="declab experiment hw6", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="two small runs (ratio 0 vs 1), 4 prompts, short answers")
+    p.add_argument("--root", default="runs", help="where run directories go")
+    p.add_argument("--model", default=None, help="base model (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--samples", type=int, default=None, help="samples per prompt for top-p sampling")
+    args = p.parse_args(argv)
+    settings = Hw6Settings.quick_settings() if args.quick else Hw6Settings()
+    if args.samples is not None:
+        settings = replace(settings, samples=args.samples)
+    run_hw6(settings, args.root, args.model)
+    return 0
