@@ -100,9 +100,10 @@ def branch_comparison(generation: Generation, generation_key: str, step_key: str
     other = branches[shown]
     left, right = st.columns(2)
     with left:
-        at = branch_point(generation)
-        st.markdown("**In the scrubber**" + (f" (a branch from step {at})" if at is not None else ""))
-        st.html(charts.token_html(generation, kind=shade, selected=at))
+        own = branch_point(generation)
+        st.markdown("**In the scrubber**" + (f" (a branch from step {own})" if own is not None else ""))
+        # Outlined: the step where the shown branch leaves this text.
+        st.html(charts.token_html(generation, kind=shade, selected=branch_point(other)))
         st.caption(f"{len(generation.token_ids)} tokens · finish: {generation.finish_reason}")
     with right:
         at = branch_point(other)

@@ -211,8 +211,11 @@ def step_scrubber() -> None:
 
     step = steps[index]
     st.subheader(f"Step {index}: {charts.visible_text(step.token_text)}")
-    for column, (label, value) in zip(st.columns(6), charts.step_metrics(step)):
-        column.metric(label, value)
+    metrics = charts.step_metrics(step)
+    # Two rows of three: six columns truncate values such as "67.6% → 82.9%" on a laptop screen.
+    for row in (metrics[:3], metrics[3:]):
+        for column, (label, value) in zip(st.columns(3), row):
+            column.metric(label, value)
 
     top_n = st.slider("Tokens shown", 3, TRACE_TOP, 10, key=TOP_N_KEY,
                       help="The raw top-n, the final top-n and the chosen token.")

@@ -79,7 +79,8 @@ def whatif_panel(generation: Generation, step: StepTrace, top_n: int) -> None:
     recorded_kept = sum(c.kept[-1] for c in step.candidates)
     c = st.columns(3)
     c[0].metric("kept (what-if)", f"{result.kept_count} of {len(result.candidates)}",
-                delta=result.kept_count - recorded_kept, delta_color="off")
+                delta=f"{result.kept_count - recorded_kept:+d} vs the run ({recorded_kept})",
+                delta_color="off", delta_arrow="off")
     c[1].metric("recorded token: p final", f"{result.prob_final:.1%}",
                 help="Probability of the token the run chose, under the what-if distribution.")
     c[2].metric("entropy (what-if)", f"{result.entropy_final:.3f} nats")

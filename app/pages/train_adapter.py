@@ -82,7 +82,7 @@ def config_knobs() -> dict | None:
         beta = st.number_input("beta", 0.001, 100.0, DEFAULTS.beta, 0.05, format="%.3f",
                                key=key("beta"), help=tip("beta"))
     with c[2]:
-        learning_rate = st.number_input("learning_rate", 1e-7, 0.5, DEFAULTS.learning_rate,
+        learning_rate = st.number_input("learning_rate", 1e-7, 0.5, DEFAULTS.learning_rate, 1e-5,
                                         format="%.1e", key=key("learning_rate"),
                                         help=tip("learning_rate"))
     knobs = dict(method=method, dataset=dataset, data_size=int(data_size), epochs=int(epochs),

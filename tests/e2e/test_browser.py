@@ -1,0 +1,130 @@
+"""The lab in a real browser: ``streamlit run`` on a free local port, Debian's chromium through
+Playwright, the embedded SmolLM2 model (the page default).
+
+Generates on the Step inspector, moves the step scrubber, re-runs a step in the what-if panel,
+branches, then opens every page in the navigation; a full-page screenshot of each state goes to
+``runs/e2e-screenshots/`` (printed at the end). Skips, saying why, without playwright or chromium.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from app.lab_server import browser_missing, open_browser, serve_lab, wait_idle
+
+pytestmark = [pytest.mark.e2e, pytest.mark.embedded]
+
+SHOTS = Path(__file__).resolve().parents[2] / "runs" / "e2e-screenshots"
+PROMPT = "Why is the sky blue?"
+EXCEPTION = "[data-testid='stException']"
+
+
+@pytest.fixture(scope="module")
+def lab_url():
+    reason = browser_missing()
+    if reason:
+        pytest.skip(f"no browser test: {reason}")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "DECLAB_TINY_MODEL"}
+    env["HF_HUB_OFFLINE"] = "1"
+    os.environ.pop("DECLAB_TINY_MODEL", None)
+    with serve_lab(log_path=SHOTS / "streamlit.log", env=env) as url:
+        yield url
+
+
+def shot(page, name: str, max_height: int = 8000) -> Path:
+    """A screenshot of the whole page. Streamlit scrolls inside its main container, not the
+    document, so ``full_page`` alone shows one viewport: grow the viewport to the content first."""
+    path = SHOTS / f"{name}.png"
+    viewport = page.viewport_size
+    height = page.evaluate("""() => Math.max(...[...document.querySelectorAll(
+        "[data-testid='stMain'], [data-testid='stAppViewContainer'], [data-testid='stSidebarContent']")]
+        .map(e => e.scrollHeight), document.body.scrollHeight)""")
+    page.set_viewport_size({"width": viewport["width"], "height": min(max(height, viewport["height"]), max_height)})
+    try:
+        wait_idle(page)
+        page.wait_for_timeout(300)   # let charts re-layout at the new size
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        page.set_viewport_size(viewport)
+    return path
+
+
+def assert_no_exception(page, where: str) -> None:
+    errors = page.locator(EXCEPTION)
+    assert errors.count() == 0, f"{where}: {errors.first.inner_text()[:2000]}"
+
+
+def set_number(page, label: str, value: int) -> None:
+    box = page.locator(f"input[aria-label='{label}']").last
+    box.fill(str(value))
+    box.press("Enter")
+    wait_idle(page)
+
+
+def test_step_inspector_then_every_page(lab_url):
+    started = time.monotonic()
+    with open_browser() as page:
+        page.goto(lab_url)
+        page.get_by_role("heading", name="Step inspector").wait_for(timeout=120_000)
+        wait_idle(page)
+        assert_no_exception(page, "start")
+
+        # Generate on the embedded model.
+        page.locator("textarea[aria-label='Prompt']").fill(PROMPT)
+        set_number(page, "max_new_tokens", 16)
+        page.get_by_role("button", name="Generate").click()
+        step_slider = page.get_by_role("slider").first
+        page.get_by_text(re.compile(r"^Step 0: ")).wait_for(timeout=180_000)
+        wait_idle(page)
+        assert_no_exception(page, "generate")
+        assert page.get_by_text("tokens · ").first.inner_text().startswith("SmolLM2-135M-Instruct · ")
+        tokens = page.locator(".declab-tokens").first
+        assert tokens.locator(".tok").count() >= 2
+        title = tokens.locator(".tok").nth(1).get_attribute("title")
+        assert title.startswith("step 1:") and "%" in title    # the hover tooltip
+        shot(page, "01-step-inspector-generated")
+
+        # Move the scrubber with the keyboard: only the fragment reruns.
+        step_slider.focus()
+        for _ in range(3):
+            step_slider.press("ArrowRight")
+        page.get_by_text(re.compile(r"^Step 3: ")).wait_for(timeout=30_000)
+        wait_idle(page)
+        assert page.locator(".declab-tokens .tok.sel").first.get_attribute("title").startswith("step 3:")
+        charts = page.locator("[data-testid='stVegaLiteChart']")
+        assert charts.count() >= 2   # the recorded step and the what-if panel
+        shot(page, "02-step-inspector-step-3")
+
+        # What-if: keep only the 2 most likely tokens, no model call.
+        set_number(page, "top_k", 2)    # the what-if panel's (greedy shows no other top_k)
+        page.get_by_text(re.compile(r"^2 of \d+$")).wait_for(timeout=30_000)
+        page.get_by_text("What if: other sampling settings").scroll_into_view_if_needed()
+        shot(page, "03-step-inspector-what-if")
+
+        # Branch at step 3 with the first alternative.
+        page.get_by_role("tab", name="Branch").click()
+        page.get_by_role("button", name="Continue from here").click()
+        page.get_by_role("heading", name="Branches").wait_for(timeout=180_000)
+        wait_idle(page)
+        assert_no_exception(page, "branch")
+        shot(page, "04-step-inspector-branch")
+
+        # Every page of the navigation.
+        links = page.locator("[data-testid='stSidebarNavLink']")
+        names = [links.nth(i).inner_text().strip().splitlines()[-1] for i in range(links.count())]
+        assert len(names) >= 2 and names[0] == "Step inspector"
+        hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
+        for i, (name, href) in enumerate(zip(names, hrefs)):
+            links.nth(i).click()
+            page.wait_for_url(href, timeout=30_000)
+            page.locator("h1").first.wait_for(timeout=60_000)
+            wait_idle(page)
+            assert_no_exception(page, f"page {name}")
+            shot(page, f"10-page-{i:02d}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}")
+    print(f"\nscreenshots in {SHOTS} ({time.monotonic() - started:.1f} s in the browser)")
