@@ -8,9 +8,9 @@ module rebuilds such a set from whatever model is loaded, offline:
    ``ignore_eos``): the model may not stop, which is how the loop shows itself;
 2. the loop detector (``decoding.diagnostics.detect_loop``) keeps the prompts whose continuation
    ends in a loop of at least ``min_cycles`` cycles covering at least ``min_loop_fraction`` of it;
-3. **chosen** = the answer cut at its first natural end, then end-of-sequence: the text before
-   the first template header (``###``) the model writes itself, and before the loop began,
-   trimmed back to the last sentence or line end; **rejected** = the looping continuation.
+3. **chosen** = the answer cut at its first natural end (its first sentence or line end, before
+   any ``###`` template header the model writes itself), then end-of-sequence; **rejected** =
+   the looping continuation.
 
 The result is TRL's standard format (``prompt`` / ``chosen`` / ``rejected`` strings) with an
 ``id`` and a ``meta`` block (loop period, onset, cycles, source set), ready for
@@ -76,27 +76,22 @@ class AntiRepetitionConfig:
 
 
 def natural_end(text: str, loop_start: int | None = None) -> str:
-    """The answer cut at its first natural end.
+    """The answer cut at its first natural end: the first sentence or line end, before any
+    template header the model writes itself (``###``, ``##``).
 
-    The cut point is the first template header the model writes (``###``, ``##``) or the start
-    of the loop (a character offset), whichever comes first; the text before it is trimmed back
-    to its last sentence or line end when it has one (a dangling half-sentence is not an end).
-    "Jupiter.\\n\\n### Explanation: …" → "Jupiter."
+    Without a sentence or line end before the header, the cut falls at the start of the loop
+    (a character offset), or at the header. Leading whitespace is kept (a raw continuation's
+    first token usually starts with a space, and the pair must tokenize as the model wrote it);
+    trailing whitespace is not. "Jupiter.\n\n### Explanation: …" → "Jupiter."
     """
-    stop = len(text)
     header = _HEADER.search(text)
-    if header:
-        stop = header.start()
+    head = text[:header.start()] if header else text
+    for match in _NATURAL_END.finditer(head):
+        if head[:match.end()].strip():
+            return head[:match.end()].rstrip()
     if loop_start is not None:
-        stop = min(stop, loop_start)
-    head = text[:stop]
-    ends = [m.end() for m in _NATURAL_END.finditer(head)]
-    # the last end that leaves a non-empty answer; else the whole head
-    for end in reversed(ends):
-        if head[:end].strip():
-            head = head[:end]
-            break
-    return head.strip()
+        head = head[:loop_start]
+    return head.rstrip() if head.strip() else ""
 
 
 @dataclass
@@ -120,7 +115,7 @@ def mine_prompt(lm: LM, prompt: Prompt, token_ids: list[int], config: AntiRepeti
         return Mined(prompt, text, None, f"loop covers {loop.length}/{len(token_ids)} tokens")
     loop_start = len(lm.tokenizer.decode(token_ids[:loop.onset], skip_special_tokens=True))
     chosen = natural_end(text, loop_start)
-    if len(chosen) < config.min_chosen_chars:
+    if len(chosen.strip()) < config.min_chosen_chars:
         return Mined(prompt, text, None, "no answer before the loop")
     eos = lm.tokenizer.eos_token or ""
     pair = {"id": f"{source}/{prompt.id}", "prompt": prompt.text, "chosen": chosen + eos,

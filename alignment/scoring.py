@@ -136,3 +136,46 @@ def sample_kl(policy_logprobs: Sequence[torch.Tensor], base_logprobs: Sequence[t
     if not diffs:
         return float("nan")
     return float(torch.cat(diffs).mean())
+
+
+@dataclass(frozen=True)
+class StepDistributions:
+    """Both models' next-token probabilities at one step, for the tokens either ranks top-k."""
+
+    step: int
+    chosen_id: int                          # the token the policy's answer has at this step
+    token_ids: tuple[int, ...]
+    tokens: tuple[str, ...]
+    policy: tuple[float, ...]
+    base: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@torch.inference_mode()
+def step_distributions(policy: LM, base: LM | None, prompt_ids: Sequence[int],
+                       token_ids: Sequence[int], top_k: int = 8) -> list[StepDistributions]:
+    """At every step of ``token_ids`` (teacher-forced), the union of the policy's and the base's
+    top-``top_k`` next tokens with both probabilities, ordered by the policy's probability:
+    what the lab overlays for a chosen step. ``base=None``: the policy with its adapter off."""
+    if not token_ids:
+        return []
+    ids = torch.tensor([list(prompt_ids) + list(token_ids)], device=policy.device)
+    start = len(prompt_ids) - 1
+    end = start + len(token_ids)
+    p = policy.model(input_ids=ids).logits[0, start:end].float().softmax(-1)
+    if base is None:
+        with base_of(policy) as model:
+            q = model(input_ids=ids).logits[0, start:end].float().softmax(-1)
+    else:
+        q = base.model(input_ids=ids.to(base.device)).logits[0, start:end].float().softmax(-1).to(p.device)
+    out = []
+    for i, chosen in enumerate(token_ids):
+        top = torch.cat([p[i].topk(top_k).indices, q[i].topk(top_k).indices]).unique()
+        top = top[p[i][top].argsort(descending=True)]
+        out.append(StepDistributions(
+            step=i, chosen_id=int(chosen), token_ids=tuple(int(t) for t in top),
+            tokens=tuple(policy.token_text(int(t)) for t in top),
+            policy=tuple(float(x) for x in p[i][top]), base=tuple(float(x) for x in q[i][top])))
+    return out

@@ -25,6 +25,7 @@ from app.pages import beam_explorer  # noqa: E402
 from app.pages import preference_math  # noqa: E402
 from app.pages import studies  # noqa: E402
 from app.pages import train_adapter  # noqa: E402
+from app.pages import alignment_decoding  # noqa: E402
 from decoding import help_text  # noqa: E402
 
 PAGES = [
@@ -35,6 +36,8 @@ PAGES = [
     st.Page(beam_explorer.render, title="Beam explorer", icon=":material/account_tree:", url_path="beam-explorer"),
     st.Page(preference_math.render, title="Preference math", icon=":material/functions:", url_path="preference-math"),
     st.Page(studies.render, title="Studies", icon=":material/science:", url_path="studies"),
+    st.Page(alignment_decoding.render, title="Alignment × decoding", icon=":material/balance:",
+            url_path="alignment"),
     st.Page(train_adapter.render, title="Train an adapter", icon=":material/model_training:",
             url_path="train"),
 ]

@@ -20,6 +20,8 @@ from decoding.errors import ConfigError
     ("Half a sentence with no end and then loop loop", 30, "Half a sentence with no end an"),
     ("A first line\nA second line that goes on", 25, "A first line"),
     ("### Heading at once", None, ""),
+    (" Emperor Trajan ruled. The Roman Empire was divided. The Roman Empire", 30, " Emperor Trajan ruled."),
+    ("\nThe answer. More", None, "\nThe answer."),
 ])
 def test_natural_end(text, loop_start, expected):
     assert ar.natural_end(text, loop_start) == expected

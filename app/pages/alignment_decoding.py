@@ -1,0 +1,248 @@
+"""Alignment × decoding: the base model and one or more adapters answer the same prompt with the
+same decoding; their answers side by side with stance and implicit reward; for a chosen step of
+an adapter's answer, both next-token distributions overlaid; the per-step KL / TV curve; and a
+small grid of decodings × models with stance and loop rate.
+
+Presentation only: generation is ``decoding.generate``, the measurements are ``alignment.scoring``
+(teacher-forced distributions, KL, TV), ``alignment.stance`` (the classifier) and
+``alignment.evaluate`` (``summarise``, implicit rewards). The step slider and the overlay are a
+fragment over recorded data: moving them never calls a model.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from alignment.data import load_stance_records
+from alignment.evaluate import GenerationRecord, Subject, generate_answers, summarise
+from alignment.scoring import step_distributions, stepwise_shift, token_logprobs
+from alignment.stance import StanceClassifierError, fit_stance_classifier
+from app import charts_alignment as ca
+from app import lab_state
+from decoding import DecodingConfig, DecodingLabError, GenerationError, generate
+from decoding.diagnostics import detect_loop
+from decoding.specs import parse_spec, parse_specs, syntax_help
+
+PROMPT_KEY = "alignment.prompt"
+ADAPTERS_KEY = "alignment.adapters"
+SPEC_KEY = "alignment.spec"
+TOKENS_KEY = "alignment.max_new_tokens"
+RESULT_KEY = "alignment.result"
+STEP_KEY = "alignment.step"
+FOCUS_KEY = "alignment.focus"
+GRID_SPECS_KEY = "alignment.grid_specs"
+GRID_SAMPLES_KEY = "alignment.grid_samples"
+GRID_KEY = "alignment.grid"
+RUN_KEY = "alignment.run"
+RUN_GRID_KEY = "alignment.run_grid"
+
+DEFAULT_GRID = "greedy\nsample:top_p=0.9\nsample:min_p=0.1\ngreedy:repetition_penalty=1.2"
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _classifier(model: str | None, tiny: bool):
+    """The stance classifier of the base model, fitted once per process (it refuses to exist
+    below its accuracy threshold: the error is cached as a message)."""
+    try:
+        return fit_stance_classifier(lab_state.get_lm(model, None)), None
+    except StanceClassifierError as exc:
+        return None, str(exc)
+
+
+def stance_classifier():
+    current = lab_state.settings()
+    with st.spinner("Fitting the stance classifier on the base model (once)…"):
+        return _classifier(current.model, lab_state.tiny_model_requested())
+
+
+def _models(adapters: list[str]):
+    """(label, LM, adapter meta or None) for the base and each adapter, loaded (cached)."""
+    current = lab_state.settings()
+    out = [("base", lab_state.get_lm(current.model, None), None)]
+    for path in adapters:
+        subject = Subject.of_adapter(path)
+        out.append((subject.label, lab_state.get_lm(current.model, path), subject))
+    return out
+
+
+def implicit_reward(lm, base, subject: Subject | None, prompt_ids: list[int], tokens: list[int]) -> float | None:
+    """β·Σ_t (log π − log π_ref) over an adapter's answer (DPO's implicit reward, Rafailov et
+    al. 2023, Eq. 5); None for the base, and for ORPO (it has no reference)."""
+    if subject is None or subject.method not in ("dpo", "ipo", "simpo") or not tokens:
+        return None
+    pad = lm.tokenizer.pad_token_id or 0
+    lp = token_logprobs(lm.model, [prompt_ids], [tokens], pad)[0]
+    lb = token_logprobs(base.model, [prompt_ids], [tokens], pad)[0]
+    return float((subject.beta or 0.1) * (lp - lb).sum())
+
+
+def run_models(prompt: str, adapters: list[str], spec_text: str, max_new_tokens: int) -> None:
+    if not prompt.strip():
+        st.error("The prompt is empty: type a prompt or pick a test prompt.")
+        return
+    if not adapters:
+        st.error("Pick at least one adapter to compare with the base model (train one on the "
+                 "Train page, or type its directory in the sidebar's Adapter field first).")
+        return
+    current = lab_state.settings()
+    try:
+        config = parse_spec(spec_text, DecodingConfig(max_new_tokens=max_new_tokens, seed=current.seed)).config
+        models = _models(adapters)
+    except DecodingLabError as exc:
+        st.error(str(exc))
+        return
+    classifier, refusal = stance_classifier()
+    base = models[0][1]
+    answers, extras = [], {}
+    progress = st.progress(0.0, text="Generating…")
+    try:
+        for k, (label, lm, subject) in enumerate(models):
+            progress.progress(k / len(models), text=f"{label}: generating")
+            gen = generate(lm, prompt, config, chat=current.chat)
+            seq = gen.sequences[0]
+            loop = detect_loop(seq.token_ids)
+            looped = loop is not None and loop.is_loop and loop.length >= 8
+            answer = {"model": label, "text": seq.text, "token_ids": list(seq.token_ids),
+                      "finish_reason": seq.finish_reason, "loop_period": loop.period if looped else None,
+                      "implicit_reward": implicit_reward(lm, base, subject, gen.prompt_ids, list(seq.token_ids))}
+            if classifier is not None:
+                p = float(classifier.support_probability([seq.text])[0])
+                answer.update(p_support=p, stance=classifier.label(p))
+            if subject is not None:
+                progress.progress((k + 0.5) / len(models), text=f"{label}: comparing with the base, step by step")
+                extras[label] = {
+                    "distributions": [d.to_dict() for d in step_distributions(lm, base, gen.prompt_ids, seq.token_ids)],
+                    "shift": [s.to_dict() for s in stepwise_shift(lm, base, gen.prompt_ids, seq.token_ids)]}
+            answers.append(answer)
+    except (DecodingLabError, GenerationError) as exc:
+        st.error(str(exc))
+        return
+    finally:
+        progress.empty()
+    st.session_state[RESULT_KEY] = {"prompt": prompt, "spec": spec_text, "answers": answers,
+                                    "extras": extras, "refusal": refusal, "chat": current.chat}
+    st.session_state[STEP_KEY] = 0
+
+
+def show_answers(result: dict) -> None:
+    if result["refusal"]:
+        st.warning(f"No stance labels: {result['refusal']}")
+    columns = st.columns(len(result["answers"]))
+    for column, answer in zip(columns, result["answers"]):
+        with column:
+            st.markdown(f"**{answer['model']}**")
+            stance = answer.get("stance")
+            if stance:
+                st.metric("stance", stance, f"P(support) {answer['p_support']:.0%}", delta_color="off")
+            if answer.get("implicit_reward") is not None:
+                st.caption(f"implicit reward β·Σ log π/π_ref = {answer['implicit_reward']:+.2f}")
+            st.text(answer["text"] or "(empty)")
+    st.dataframe(ca.answers_frame(result["answers"]), hide_index=True)
+
+
+@st.fragment
+def step_view(result: dict) -> None:
+    """Recorded data only: choosing an adapter or a step never calls a model."""
+    extras = result["extras"]
+    if not extras:
+        return
+    labels = list(extras)
+    focus = st.radio("Adapter", labels, horizontal=True, key=FOCUS_KEY) if len(labels) > 1 else labels[0]
+    data = extras[focus]
+    steps = data["distributions"]
+    if not steps:
+        st.info(f"{focus} produced no tokens.")
+        return
+    step = st.slider("Step of the adapter's answer", 0, len(steps) - 1, key=STEP_KEY) if len(steps) > 1 else 0
+    shift = data["shift"][step]
+    left, right = st.columns([3, 2])
+    with left:
+        st.markdown(f"**Next-token distributions at step {step}** (the adapter took "
+                    f"`{ca.visible_text(shift['token'])}`, outlined)")
+        st.altair_chart(ca.overlay_chart(ca.overlay_frame(steps[step], focus)), width="content")
+    with right:
+        st.metric("KL(adapter ‖ base)", f"{shift['kl']:.3f} nats")
+        st.metric("total variation", f"{shift['tv']:.0%}")
+        st.metric("log π − log π_base of the chosen token", f"{shift['policy_logprob'] - shift['base_logprob']:+.2f}")
+    st.markdown("**Per-step shift along the adapter's answer**: where does alignment change the model's mind?")
+    st.altair_chart(ca.shift_chart(ca.shift_frame(data["shift"]), selected=step), width="content")
+
+
+def run_grid(prompt: str, adapters: list[str], specs_text: str, samples: int, max_new_tokens: int) -> None:
+    current = lab_state.settings()
+    try:
+        specs = parse_specs(specs_text.replace("\n", ";"),
+                            DecodingConfig(max_new_tokens=max_new_tokens, seed=current.seed))
+        models = _models(adapters)
+    except DecodingLabError as exc:
+        st.error(str(exc))
+        return
+    classifier, refusal = stance_classifier()
+    cells = []
+    progress = st.progress(0.0, text="Generating the grid…")
+    total = len(models) * len(specs)
+    try:
+        for i, (label, lm, _) in enumerate(models):
+            for j, spec in enumerate(specs):
+                progress.progress((i * len(specs) + j) / total, text=f"{label}: {spec.label}")
+                records: list[GenerationRecord] = generate_answers(lm, label, [(0, prompt)], spec, samples, current.chat)
+                if classifier is not None:
+                    for r, p in zip(records, classifier.support_probability([r.text for r in records])):
+                        r.p_support, r.stance = float(p), classifier.label(float(p))
+                cells.append({"model": label, "decoding": spec.label, **summarise(records)})
+    except (DecodingLabError, GenerationError) as exc:
+        st.error(str(exc))
+        return
+    finally:
+        progress.empty()
+    st.session_state[GRID_KEY] = {"cells": cells, "refusal": refusal}
+
+
+def render() -> None:
+    st.title("Alignment × decoding")
+    st.caption("After DPO or ORPO, what does the model say, and how much of that depends on how you "
+               "decode? Base and adapters answer the same prompt with the same decoding.")
+    tests = load_stance_records("stance-test")
+    pick = st.selectbox("Held-out test prompt", ["(type your own)"] + [r.prompt for r in tests], index=1,
+                        key="alignment.pick")
+    if PROMPT_KEY not in st.session_state or st.session_state.get("alignment.last_pick") != pick:
+        if pick != "(type your own)":
+            st.session_state[PROMPT_KEY] = pick
+        st.session_state["alignment.last_pick"] = pick
+    prompt = st.text_area("Prompt", key=PROMPT_KEY, height=80)
+    options = [o for o in lab_state.adapter_options() if o != lab_state.NO_ADAPTER]
+    typed = lab_state.settings().adapter
+    if typed and typed not in options:
+        options.append(typed)
+    adapters = st.multiselect("Adapters", options, default=[typed] if typed else options[:1], key=ADAPTERS_KEY,
+                              help="Adapters under adapters/ (the Train page writes them there) and the "
+                                   "sidebar's Adapter field.")
+    c1, c2 = st.columns([3, 1])
+    with c1:
+        spec = st.text_input("Decoding", value="greedy", key=SPEC_KEY, help=syntax_help())
+    with c2:
+        max_new_tokens = st.number_input("max_new_tokens", 1, 512, 80, key=TOKENS_KEY)
+    if st.button("Generate with every model", type="primary", key=RUN_KEY):
+        run_models(prompt, adapters, spec, int(max_new_tokens))
+    result = st.session_state.get(RESULT_KEY)
+    if result:
+        show_answers(result)
+        step_view(result)
+
+    st.subheader("Decodings × models")
+    g1, g2 = st.columns([3, 1])
+    with g1:
+        grid_specs = st.text_area("Decodings (one spec per line)", DEFAULT_GRID, key=GRID_SPECS_KEY, height=110)
+    with g2:
+        samples = st.number_input("samples (sampling rows)", 1, 8, 3, key=GRID_SAMPLES_KEY)
+    if st.button("Run the grid on this prompt", key=RUN_GRID_KEY):
+        if not prompt.strip():
+            st.error("The prompt is empty: type a prompt or pick a test prompt.")
+        else:
+            run_grid(prompt, adapters, grid_specs, int(samples), int(max_new_tokens))
+    grid = st.session_state.get(GRID_KEY)
+    if grid:
+        if grid["refusal"]:
+            st.warning(f"No stance labels: {grid['refusal']}")
+        st.dataframe(ca.grid_frame(grid["cells"]), hide_index=True, column_config={
+            k: st.column_config.NumberColumn(format="percent") for k in ("support", "neutral", "oppose", "loops", "EOS")})
