@@ -236,14 +236,42 @@ def top_p_crossing(frame: pd.DataFrame, top_p: float) -> pd.Series | None:
     return None if reached.empty else reached.iloc[0]
 
 
-def stage_chart(frame: pd.DataFrame, top_p: float | None = None, columns: int = 4) -> alt.FacetChart:
-    """Horizontal bars per stage (one panel per stage in chain order), tokens in raw order.
+def top_p_caption(frame: pd.DataFrame, top_p: float) -> str:
+    """One sentence on where the nucleus ends among the tokens shown (dashed line in the chart)."""
+    crossing = top_p_crossing(frame, top_p)
+    if crossing is None:
+        return (f"top_p = {top_p:g}: the tokens shown hold less than p, so the nucleus extends "
+                "below them.")
+    return (f"top_p = {top_p:g}: the cumulative probability reaches p at {crossing['token']} "
+            f"({crossing['cum_prob_in']:.1%}, dashed line); less likely tokens fall outside the "
+            "nucleus and are removed.")
 
-    Kept tokens are blue, the chosen one vermilion, removed ones grey at the height they had
-    before the cut. With ``top_p``, the ``top_p`` panel gets a rule under the token where the
-    cumulative probability reaches p.
-    """
+
+# Stage name -> the DecodingConfig field that sets it, where the names differ.
+STAGE_KNOBS = {"no_repeat_ngram": "no_repeat_ngram_size", "dry": "dry_multiplier",
+               "xtc": "xtc_probability"}
+
+
+def stage_titles(config: dict, stages: list[str]) -> dict[str, str]:
+    """Panel titles with the knob's value, e.g. ``{"top_p": "top_p = 0.9"}``, for the stages
+    set by one ``config`` field (the others keep their name)."""
+    titles = {}
+    for stage in stages:
+        value = config.get(STAGE_KNOBS.get(stage, stage))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            titles[stage] = f"{stage} = {value:g}"
+    return titles
+
+
+def stage_chart_data(frame: pd.DataFrame, top_p: float | None = None,
+                     titles: dict[str, str] | None = None) -> pd.DataFrame:
+    """``frame`` plus what ``stage_chart_spec`` draws from: the panel title of each row
+    (``titles``, default the stage name), ``x_room`` (the x range: the longest bar plus room for
+    its label), and, with ``top_p``, the ``top_p`` row where the nucleus ends (``crossing``,
+    ``cut_label``)."""
     data = frame.copy()
+    data["stage_title"] = [(titles or {}).get(stage, stage) for stage in data["stage"]]
+    data["x_room"] = max(float(data["shown"].max()), 1e-6) * 1.3
     data["crossing"] = False
     data["cut_label"] = ""
     if top_p is not None and (data["stage"] == "top_p").any():
@@ -252,47 +280,76 @@ def stage_chart(frame: pd.DataFrame, top_p: float | None = None, columns: int = 
             mask = (data["stage"] == "top_p") & (data["token_id"] == row["token_id"])
             data.loc[mask, "crossing"] = True
             data.loc[mask, "cut_label"] = f"p = {top_p:g} reached ({row['cum_prob_in']:.1%})"
-    stages = list(dict.fromkeys(data.sort_values("stage_index")["stage"]))
-    tokens = list(data[data["stage_index"] == 0].sort_values("order")["token"])
-    y = alt.Y("token:N", sort=tokens, title=None)
-    # Room right of the longest bar for its label; ticks stay at round percentages <= 100%.
-    x_max = max(float(data["shown"].max()), 1e-6) * 1.3
-    tick = 0.05 if x_max <= 0.2 else 0.1 if x_max <= 0.5 else 0.25
-    ticks = [round(i * tick, 2) for i in range(int(min(x_max, 1.0) / tick + 1e-9) + 1)]
+    return data
 
-    bars = alt.Chart().mark_bar().encode(
-        x=alt.X("shown:Q", title="probability", axis=alt.Axis(format="%", values=ticks),
-                scale=alt.Scale(domain=[0, x_max], nice=False)),
-        y=y,
-        color=alt.Color("status:N", title=None,
-                        scale=alt.Scale(domain=list(STATUS_COLOURS), range=list(STATUS_COLOURS.values())),
-                        legend=alt.Legend(orient="top")),
-        stroke=alt.value("#000000"),
-        strokeWidth=alt.condition("datum.chosen", alt.value(2), alt.value(0)),
-        tooltip=[alt.Tooltip("token:N"), alt.Tooltip("token_id:Q"),
-                 alt.Tooltip("prob_in:Q", title="p before", format=".2%"),
-                 alt.Tooltip("prob:Q", title="p after", format=".2%"),
-                 alt.Tooltip("cum_prob_in:Q", title="cumulative before", format=".1%"),
-                 alt.Tooltip("status:N")],
-    )
-    labels = alt.Chart().mark_text(align="left", dx=3, fontSize=FONT_SIZE - 3).encode(
-        x="shown:Q", y=y, text=alt.Text("shown:Q", format=".1%"),
-        opacity=alt.condition("datum.kept", alt.value(1.0), alt.value(0.5)))
-    layers = [bars, labels]
-    if data["crossing"].any():
-        cut = alt.Chart().transform_filter("datum.crossing")
-        layers.append(cut.mark_rule(color="#000000", strokeWidth=3, strokeDash=[6, 3]).encode(
-            y=alt.Y("token:N", sort=tokens, bandPosition=1)))
-        layers.append(cut.mark_text(align="right", baseline="top", dy=4, fontSize=FONT_SIZE - 2,
-                                    fontWeight="bold").encode(
-            x=alt.value(175), y=alt.Y("token:N", sort=tokens, bandPosition=1), text="cut_label:N"))
-    layered = alt.layer(*layers, data=data).properties(width=180, height=max(120, 26 * len(tokens)))
-    return layered.facet(
-        facet=alt.Facet("stage:N", sort=stages, title=None,
-                        header=alt.Header(labelFontSize=FONT_SIZE + 2, labelFontWeight="bold")),
-        columns=min(columns, len(stages)),
-    ).configure_axis(labelFontSize=FONT_SIZE, titleFontSize=FONT_SIZE, labelLimit=220
-    ).configure_legend(labelFontSize=FONT_SIZE, symbolSize=200)
+
+def stage_chart_spec(columns: int = 4) -> dict:
+    """Horizontal bars per stage (one panel per stage in chain order), tokens in raw order: a
+    Vega-Lite spec without data, for the rows of ``stage_chart_data``.
+
+    Kept tokens are blue, the chosen one vermilion, removed ones grey at the height they had
+    before the cut; a dashed rule under the token where top-p's cumulative probability reaches
+    p. Everything that changes from step to step is in the data (order by ``order`` and
+    ``stage_index``, the x range from ``x_room``, the height from the number of tokens), so the
+    spec is the same for every step with as many panels: Streamlit then swaps the data of the
+    drawn chart instead of rebuilding it, which keeps scrubbing fast (see
+    ``experiments/bench_browser.py``). Written as a plain dict: building it through Altair took
+    ~130 ms (encoding inference and schema validation) on the 2-core development machine.
+    """
+    y = {"field": "token", "sort": {"field": "order", "op": "min"}, "title": None, "type": "nominal"}
+    band_y = {**y, "bandPosition": 1}
+    band_y.pop("title")
+    bars = {"mark": {"type": "bar"}, "encoding": {
+        "color": {"field": "status", "legend": {"orient": "top"}, "title": None, "type": "nominal",
+                  "scale": {"domain": list(STATUS_COLOURS), "range": list(STATUS_COLOURS.values())}},
+        "stroke": {"value": "#000000"},
+        "strokeWidth": {"condition": {"test": "datum.chosen", "value": 2}, "value": 0},
+        "tooltip": [
+            {"field": "token", "type": "nominal"},
+            {"field": "token_id", "type": "quantitative"},
+            {"field": "prob_in", "format": ".2%", "title": "p before", "type": "quantitative"},
+            {"field": "prob", "format": ".2%", "title": "p after", "type": "quantitative"},
+            {"field": "cum_prob_in", "format": ".1%", "title": "cumulative before", "type": "quantitative"},
+            {"field": "status", "type": "nominal"}],
+        # Ticks at round percentages, labelled up to 100% (the range runs past it for labels).
+        "x": {"axis": {"format": "%", "tickCount": 5, "labelExpr": "datum.value <= 1 ? datum.label : ''"},
+              "field": "shown", "title": "probability", "scale": {"nice": False, "zero": True},
+              "type": "quantitative"},
+        "y": y}}
+    labels = {"mark": {"type": "text", "align": "left", "dx": 3, "fontSize": FONT_SIZE - 3}, "encoding": {
+        "opacity": {"condition": {"test": "datum.kept", "value": 1.0}, "value": 0.5},
+        "text": {"field": "shown", "format": ".1%", "type": "quantitative"},
+        "x": {"field": "shown", "type": "quantitative"}, "y": y}}
+    room = {"mark": {"type": "point", "opacity": 0},
+            "encoding": {"x": {"field": "x_room", "type": "quantitative"}, "y": y}}
+    crossing = [{"filter": "datum.crossing"}]
+    rule = {"mark": {"type": "rule", "color": "#000000", "strokeDash": [6, 3], "strokeWidth": 3},
+            "encoding": {"y": band_y}, "transform": crossing}
+    cut = {"mark": {"type": "text", "align": "right", "baseline": "top", "dy": 4,
+                    "fontSize": FONT_SIZE - 2, "fontWeight": "bold"},
+           "encoding": {"text": {"field": "cut_label", "type": "nominal"}, "x": {"value": 175},
+                        "y": band_y},
+           "transform": crossing}
+    return {
+        "config": {"view": {"continuousWidth": 300, "continuousHeight": 300},
+                   "axis": {"labelFontSize": FONT_SIZE, "labelLimit": 220, "titleFontSize": FONT_SIZE},
+                   "legend": {"labelFontSize": FONT_SIZE, "symbolSize": 200}},
+        "facet": {"field": "stage_title", "type": "nominal", "title": None,
+                  "sort": {"field": "stage_index", "op": "min"},
+                  "header": {"labelFontSize": FONT_SIZE + 2, "labelFontWeight": "bold"}},
+        "spec": {"layer": [bars, labels, room, rule, cut], "height": {"step": 26}, "width": 180},
+        "columns": columns,
+    }
+
+
+def stage_chart(frame: pd.DataFrame, top_p: float | None = None, columns: int = 4,
+                titles: dict[str, str] | None = None) -> alt.FacetChart:
+    """The stage chart with its data, as an Altair chart validated against the Vega-Lite schema
+    (the app passes ``stage_chart_data`` and ``stage_chart_spec`` to ``st.vega_lite_chart``)."""
+    data = stage_chart_data(frame, top_p, titles)
+    spec = {**stage_chart_spec(min(columns, data["stage"].nunique())),
+            "data": {"values": data.to_dict("records")}}
+    return alt.FacetChart.from_dict(spec, validate=True)
 
 
 # ---------------------------------------------------------------------- summaries

@@ -123,17 +123,29 @@ def _marks(spec: dict) -> list[str]:
 
 def test_stage_chart_panels_in_chain_order_with_top_p_rule():
     chart = charts.stage_chart(charts.stage_frame(step_with_cut()), top_p=0.7).to_dict()
-    assert chart["facet"]["sort"] == STAGES
-    assert _marks(chart["spec"]) == ["bar", "text", "rule", "text"]
+    assert chart["facet"]["sort"] == {"field": "stage_index", "op": "min"}
+    assert _marks(chart["spec"]) == ["bar", "text", "point", "rule", "text"]
     assert chart["spec"]["layer"][0]["encoding"]["x"]["axis"]["format"] == "%"
     data = next(iter(chart["datasets"].values()))
+    panels = sorted({(r["stage_index"], r["stage_title"]) for r in data})
+    assert [title for _, title in panels] == STAGES
     crossing = [(r["stage"], r["token"]) for r in data if r["crossing"]]
     assert crossing == [("top_p", "C")]
 
 
-def test_stage_chart_without_top_p_has_no_rule():
-    chart = charts.stage_chart(charts.stage_frame(step_with_cut())).to_dict()
-    assert _marks(chart["spec"]) == ["bar", "text"]
+def test_stage_chart_without_top_p_marks_no_crossing():
+    data = charts.stage_chart_data(charts.stage_frame(step_with_cut()))
+    assert not data["crossing"].any() and set(data["cut_label"]) == {""}
+
+
+def test_stage_chart_spec_is_the_same_for_every_step():
+    """Only the data changes while scrubbing, so the drawn chart can keep its view."""
+    frame = charts.stage_frame(step_with_cut())
+    small = charts.stage_frame(step_with_cut(), top_n=1)
+    assert charts.stage_chart_spec(4) == charts.stage_chart_spec(4)
+    room = charts.stage_chart_data(frame)["x_room"].unique()
+    assert list(room) == [pytest.approx(frame["shown"].max() * 1.3)]
+    assert len(charts.stage_chart_data(small)) < len(charts.stage_chart_data(frame))
 
 
 # ---------------------------------------------------------------------- token_html
@@ -186,3 +198,32 @@ def test_step_metrics_values():
     assert metrics["rank raw → final"] == "3 → 2"
     assert metrics["entropy raw"] == "1.142 nats"
     assert metrics["kept set"] == "2 tokens"
+
+
+def test_stage_titles_name_the_knob_values_and_label_the_panels():
+    config = {"temperature": 0.7, "top_p": 0.9, "top_k": 0, "no_repeat_ngram_size": 3,
+              "ignore_eos": True}
+    titles = charts.stage_titles(config, ["raw", "no_repeat_ngram", "ignore_eos", "temperature", "top_p"])
+    assert titles == {"no_repeat_ngram": "no_repeat_ngram = 3", "temperature": "temperature = 0.7",
+                      "top_p": "top_p = 0.9"}
+    data = charts.stage_chart_data(charts.stage_frame(step_with_cut()), titles={"top_p": "top_p = 0.7"})
+    panels = data.drop_duplicates("stage").sort_values("stage_index")
+    assert list(panels["stage_title"]) == [t if t != "top_p" else "top_p = 0.7" for t in STAGES]
+
+
+def test_top_p_caption_names_the_crossing_token():
+    frame = charts.stage_frame(step_with_cut())
+    assert charts.top_p_caption(frame, 0.7).startswith("top_p = 0.7: the cumulative probability reaches p at C")
+    assert "extends below them" in charts.top_p_caption(charts.stage_frame(step_with_cut(), top_n=1), 0.9)
+
+
+def test_stage_chart_is_plain_json_and_schema_valid():
+    import json
+
+    data = charts.stage_chart_data(charts.stage_frame(step_with_cut()), top_p=0.7)
+    records = data.to_dict("records")
+    assert json.loads(json.dumps(records)) == records   # no numpy scalars
+    assert [r["token"] for r in records if r["crossing"]] == ["C"]
+    spec = charts.stage_chart_spec(3)
+    assert json.loads(json.dumps(spec)) == spec and "data" not in spec
+    charts.stage_chart(charts.stage_frame(step_with_cut()), top_p=0.7)   # validates the schema

@@ -221,18 +221,14 @@ def step_scrubber() -> None:
                       help="The raw top-n, the final top-n and the chosen token.")
     frame = charts.stage_frame(step, top_n=top_n)
     top_p = generation.config.get("top_p") if "top_p" in generation.chain else None
-    st.altair_chart(charts.stage_chart(frame, top_p=top_p), width="content", key=CHART_KEY)
+    titles = charts.stage_titles(generation.config, step.stages)
+    data = charts.stage_chart_data(frame, top_p=top_p, titles=titles)
+    st.vega_lite_chart(data, charts.stage_chart_spec(columns=min(4, len(step.stages))),
+                       width="content", key=CHART_KEY)
     st.caption("One panel per stage of the chain, in order. Blue: kept; vermilion (outlined): "
                "the chosen token; grey: removed, drawn at the probability it had before the cut.")
     if top_p is not None:
-        crossing = charts.top_p_crossing(frame, top_p)
-        if crossing is None:
-            st.caption(f"top_p = {top_p:g}: the tokens shown hold less than p, so the nucleus "
-                       "extends below them.")
-        else:
-            st.caption(f"top_p = {top_p:g}: the cumulative probability reaches p at "
-                       f"{crossing['token']} ({crossing['cum_prob_in']:.1%}, dashed line); "
-                       "less likely tokens fall outside the nucleus and are removed.")
+        st.caption(charts.top_p_caption(frame, top_p))
     whatif_tab, branch_tab = st.tabs(["What if…", "Branch"])
     with whatif_tab:
         step_whatif.whatif_panel(generation, step, top_n)

@@ -88,4 +88,9 @@ def whatif_panel(generation: Generation, step: StepTrace, top_n: int) -> None:
                f"(compared with the recorded run's kept set among these tokens)")
     frame = charts.stage_frame(result, top_n=top_n)
     top_p = changes["top_p"] if "top_p" in result.stages else None
-    st.altair_chart(charts.stage_chart(frame, top_p=top_p), width="content", key=key("chart"))
+    titles = charts.stage_titles(changes, result.stages)
+    data = charts.stage_chart_data(frame, top_p=top_p, titles=titles)
+    st.vega_lite_chart(data, charts.stage_chart_spec(columns=min(4, len(result.stages))),
+                       width="content", key=key("chart"))
+    if top_p is not None:
+        st.caption(charts.top_p_caption(frame, top_p))

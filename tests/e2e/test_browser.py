@@ -85,6 +85,7 @@ def test_step_inspector_then_every_page(lab_url):
         assert_no_exception(page, "generate")
         assert page.get_by_text("tokens · ").first.inner_text().startswith("SmolLM2-135M-Instruct · ")
         tokens = page.locator(".declab-tokens").first
+        tokens.locator(".tok").first.wait_for(timeout=30_000)   # st.html renders after the run
         assert tokens.locator(".tok").count() >= 2
         title = tokens.locator(".tok").nth(1).get_attribute("title")
         assert title.startswith("step 1:") and "%" in title    # the hover tooltip
