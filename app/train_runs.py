@@ -30,8 +30,9 @@ from app.cli_common import flag_name
 from decoding.errors import DecodingLabError
 
 ROOT = Path(__file__).resolve().parents[1]
-ADAPTERS_DIR = ROOT / "adapters"
-JOBS_DIR = ROOT / "runs" / "train-jobs"
+# Overridable for a lab started by a test (the end-to-end test trains into a temporary directory).
+ADAPTERS_DIR = Path(os.environ.get("DECLAB_ADAPTERS_DIR") or ROOT / "adapters")
+JOBS_DIR = Path(os.environ.get("DECLAB_TRAIN_JOBS_DIR") or ROOT / "runs" / "train-jobs")
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 ERROR_PREFIX = "declab: error: "
 USER_ERROR_EXIT = 2   # app.cli's exit code for a DecodingLabError

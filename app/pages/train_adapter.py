@@ -26,6 +26,9 @@ START_KEY = PREFIX + "start"
 SEEN_KEY = PREFIX + "seen_status"      # job name -> last status shown (to notice a finish)
 OTHER_FILE = "a file path…"
 POLL_SECONDS = 2.0
+# Okabe & Ito's colour-blind-safe palette: chosen green, rejected vermilion.
+CURVE_COLOURS = {"loss": "#0072B2", "rewards/chosen": "#009E73", "rewards/rejected": "#D55E00",
+                 "rewards/margins": "#CC79A7", "rewards/accuracies": "#56B4E9"}
 DEFAULTS = TrainConfig()
 
 
@@ -118,8 +121,9 @@ def status_of(job: train_runs.TrainJob) -> str:
 def curves_chart(frame) -> alt.Chart:
     return alt.Chart(frame).mark_line(point=True).encode(
         x=alt.X("step:Q", title="optimizer step", axis=alt.Axis(tickMinStep=1)),
-        y=alt.Y("value:Q", title=None),
-        color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="top")),
+        y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),   # a loss near ln 2 moves little
+        color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="top", labelFontSize=14),
+                        scale=alt.Scale(domain=list(CURVE_COLOURS), range=list(CURVE_COLOURS.values()))),
         tooltip=["step:Q", "metric:N", alt.Tooltip("value:Q", format=".4f")],
     ).properties(height=220).facet(
         facet=alt.Facet("panel:N", title=None, header=alt.Header(labelFontSize=14)), columns=2,
@@ -129,7 +133,9 @@ def curves_chart(frame) -> alt.Chart:
 def show_job(job: train_runs.TrainJob, status: str) -> None:
     begin, entries, _ = train_runs.read_progress(job.progress_path)
     log = train_runs.log_tail(job.log_path)
-    icon = {"running": "⏳", "finished": "✅", "failed": "❌"}.get(status, "❔")
+    # Material icons: emoji need a colour-emoji font, which a bare Linux browser may lack.
+    icon = {"running": ":material/hourglass_top:", "finished": ":material/check_circle:",
+            "failed": ":material/error:"}.get(status, ":material/help:")
     st.markdown(f"**{icon} {job.name}** · {status} · `{train_runs.display_path(job.out_dir)}`")
     steps = [e["step"] for e in entries if "train_runtime" not in e]
     if begin and begin.get("max_steps"):

@@ -129,3 +129,65 @@ def test_step_inspector_then_every_page(lab_url):
             assert_no_exception(page, f"page {name}")
             shot(page, f"10-page-{i:02d}-{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')}")
     print(f"\nscreenshots in {SHOTS} ({time.monotonic() - started:.1f} s in the browser)")
+
+
+def test_train_page_runs_in_the_background_and_the_adapter_reaches_the_sidebar(tmp_path):
+    """A real ``declab train`` on a saved tiny model, started from the page: the page polls it
+    (``st.fragment(run_every=...)``), draws its curves, and lists the adapter in the sidebar."""
+    reason = browser_missing()
+    if reason:
+        pytest.skip(f"no browser test: {reason}")
+    import json
+
+    from tests.tiny import tiny_model, tiny_tokenizer
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    model_dir = tmp_path / "tiny-model"
+    tiny_model().save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps([{"id": i, "prompt": f"Is topic {i} good?", "support": f"Yes, topic {i} helps.",
+                                 "oppose": f"No, topic {i} hurts."} for i in range(16)]))
+    env = {"DECLAB_ADAPTERS_DIR": str(tmp_path / "adapters"),
+           "DECLAB_TRAIN_JOBS_DIR": str(tmp_path / "jobs"), "HF_HUB_OFFLINE": "1"}
+    with serve_lab(log_path=SHOTS / "streamlit-train.log", env=env) as url, open_browser() as page:
+        # Through the navigation: a deep link (/train) first shows Streamlit's "Page not found"
+        # dialog, since app/pages/ beside lab.py looks like a legacy pages/ folder.
+        page.goto(url)
+        page.get_by_role("heading", name="Step inspector").wait_for(timeout=120_000)
+        wait_idle(page)
+        page.locator("[data-testid='stSidebarNavLink']").filter(has_text="Train an adapter").click()
+        page.get_by_role("heading", name="Train an adapter").wait_for(timeout=60_000)
+        wait_idle(page)
+        model = page.locator("input[aria-label='Model']")
+        model.fill(str(model_dir))
+        model.press("Enter")
+        wait_idle(page)
+        page.locator("[data-testid='stSelectbox']").filter(has_text="dataset").locator("input").first.click()
+        page.get_by_role("option", name="a file path…").click()
+        wait_idle(page)
+        path = page.locator("input[aria-label='Dataset file']")
+        path.fill(str(data))
+        path.press("Enter")
+        wait_idle(page)
+        page.get_by_text("16 records, course format").wait_for(timeout=30_000)
+        set_number(page, "epochs", 2)
+        name = page.locator("input[aria-label='Adapter name']")
+        name.fill("e2e-tiny")
+        name.press("Enter")
+        wait_idle(page)
+        started = time.monotonic()
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_text("e2e-tiny").first.wait_for(timeout=30_000)
+        assert time.monotonic() - started < 15, "starting a run must not wait for it"
+        shot(page, "20-train-started")
+        page.get_by_text(re.compile(r"^Adapter written to ")).wait_for(timeout=180_000)
+        wait_idle(page)
+        assert_no_exception(page, "train")
+        assert page.locator("[data-testid='stVegaLiteChart']").count() == 1   # live curves
+        assert page.get_by_text("step 4 of 4").count() == 1                  # 16 pairs, batch 8, 2 epochs
+        shot(page, "21-train-finished")
+        sidebar = page.locator("[data-testid='stSidebar']")
+        sidebar.locator("[data-testid='stSelectbox']").filter(has_text="Trained adapters").locator("input").first.click()
+        page.get_by_role("option", name=re.compile("e2e-tiny$")).wait_for(timeout=10_000)
+    assert (tmp_path / "adapters" / "e2e-tiny" / "adapter_config.json").is_file()
