@@ -271,6 +271,10 @@ def stage_chart_data(frame: pd.DataFrame, top_p: float | None = None,
     ``cut_label``)."""
     data = frame.copy()
     data["stage_title"] = [(titles or {}).get(stage, stage) for stage in data["stage"]]
+    # The facet key sorts as text in chain order ("00|raw", "01|top_p", ...); the header shows
+    # the part after "|". (A facet sorted by another field is drawn alphabetically once the
+    # panels wrap into columns.)
+    data["panel"] = [f"{j:02d}|{title}" for j, title in zip(data["stage_index"], data["stage_title"])]
     data["x_room"] = max(float(data["shown"].max()), 1e-6) * 1.3
     data["crossing"] = False
     data["cut_label"] = ""
@@ -290,7 +294,7 @@ def stage_chart_spec(columns: int = 4) -> dict:
     Kept tokens are blue, the chosen one vermilion, removed ones grey at the height they had
     before the cut; a dashed rule under the token where top-p's cumulative probability reaches
     p. Everything that changes from step to step is in the data (order by ``order`` and
-    ``stage_index``, the x range from ``x_room``, the height from the number of tokens), so the
+    ``panel``, the x range from ``x_room``, the height from the number of tokens), so the
     spec is the same for every step with as many panels: Streamlit then swaps the data of the
     drawn chart instead of rebuilding it, which keeps scrubbing fast (see
     ``experiments/bench_browser.py``). Written as a plain dict: building it through Altair took
@@ -334,9 +338,9 @@ def stage_chart_spec(columns: int = 4) -> dict:
         "config": {"view": {"continuousWidth": 300, "continuousHeight": 300},
                    "axis": {"labelFontSize": FONT_SIZE, "labelLimit": 220, "titleFontSize": FONT_SIZE},
                    "legend": {"labelFontSize": FONT_SIZE, "symbolSize": 200}},
-        "facet": {"field": "stage_title", "type": "nominal", "title": None,
-                  "sort": {"field": "stage_index", "op": "min"},
-                  "header": {"labelFontSize": FONT_SIZE + 2, "labelFontWeight": "bold"}},
+        "facet": {"field": "panel", "type": "nominal", "title": None, "sort": "ascending",
+                  "header": {"labelExpr": "split(datum.value, '|')[1]",
+                             "labelFontSize": FONT_SIZE + 2, "labelFontWeight": "bold"}},
         "spec": {"layer": [bars, labels, room, rule, cut], "height": {"step": 26}, "width": 180},
         "columns": columns,
     }

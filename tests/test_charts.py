@@ -123,12 +123,12 @@ def _marks(spec: dict) -> list[str]:
 
 def test_stage_chart_panels_in_chain_order_with_top_p_rule():
     chart = charts.stage_chart(charts.stage_frame(step_with_cut()), top_p=0.7).to_dict()
-    assert chart["facet"]["sort"] == {"field": "stage_index", "op": "min"}
+    assert chart["facet"]["field"] == "panel" and chart["facet"]["sort"] == "ascending"
     assert _marks(chart["spec"]) == ["bar", "text", "point", "rule", "text"]
     assert chart["spec"]["layer"][0]["encoding"]["x"]["axis"]["format"] == "%"
     data = next(iter(chart["datasets"].values()))
-    panels = sorted({(r["stage_index"], r["stage_title"]) for r in data})
-    assert [title for _, title in panels] == STAGES
+    panels = sorted({r["panel"] for r in data})   # the facet's text order is the chain order
+    assert [p.split("|")[1] for p in panels] == STAGES
     crossing = [(r["stage"], r["token"]) for r in data if r["crossing"]]
     assert crossing == [("top_p", "C")]
 
@@ -227,3 +227,11 @@ def test_stage_chart_is_plain_json_and_schema_valid():
     spec = charts.stage_chart_spec(3)
     assert json.loads(json.dumps(spec)) == spec and "data" not in spec
     charts.stage_chart(charts.stage_frame(step_with_cut()), top_p=0.7)   # validates the schema
+
+
+def test_panels_sort_in_chain_order_when_the_names_do_not():
+    """llama.cpp order puts temperature after top_p: the facet key must sort that way as text."""
+    step = step_with_cut()
+    step.stages = ["raw", "top_p", "temperature"]
+    data = charts.stage_chart_data(charts.stage_frame(step), titles={"temperature": "temperature = 1.5"})
+    assert [p.split("|")[1] for p in sorted(set(data["panel"]))] == ["raw", "top_p", "temperature = 1.5"]

@@ -54,7 +54,8 @@ def knobs(generation: Generation) -> dict:
 
 
 def _tokens(candidates) -> str:
-    return ", ".join(charts.visible_text(c.text) for c in candidates) or "none"
+    # Quoted: a token may itself be a comma.
+    return " ".join(f"‹{charts.visible_text(c.text)}›" for c in candidates) or "none"
 
 
 @st.fragment
