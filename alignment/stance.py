@@ -20,6 +20,8 @@ is great …" reads as supportive. That is why loop rate and length are always r
 
 from __future__ import annotations
 
+import hashlib
+import io
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -27,7 +29,8 @@ import numpy as np
 import torch
 
 from decoding.errors import DecodingLabError, out_of_range
-from decoding.models import LM
+from decoding.io import write_bytes_atomic
+from decoding.models import LM, cache_root
 
 from .data import StanceRecord, load_stance_records
 from .scoring import base_of
@@ -99,6 +102,29 @@ def answer_features(lm: LM, texts: Sequence[str], layer: int, batch_size: int = 
         weights = mask[..., None].float()
         rows.append(((states * weights).sum(1) / weights.sum(1)).double().numpy())
     return np.concatenate(rows)
+
+
+def cached_features(lm: LM, texts: Sequence[str], layer: int) -> np.ndarray:
+    """``answer_features`` of the training answers, cached on disk under the model's weight
+    fingerprint, the layer and a hash of the texts (``$XDG_CACHE_HOME/decoding-lab/stance``):
+    the classifier is refitted by every evaluation, study and lab session, and the forward
+    passes are its only cost (about a minute on 2 cores; the fit itself takes a second)."""
+    if not lm.fingerprint or getattr(lm, "adapter", None):
+        return answer_features(lm, texts, layer)
+    digest = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()[:16]
+    path = cache_root() / "stance" / f"{lm.fingerprint[:16]}-L{layer}-{digest}.npy"
+    if path.is_file():
+        try:
+            x = np.load(path)
+            if x.shape[0] == len(texts):
+                return x
+        except (OSError, ValueError):
+            pass
+    x = answer_features(lm, texts, layer)
+    buffer = io.BytesIO()
+    np.save(buffer, x)
+    write_bytes_atomic(path, buffer.getvalue())
+    return x
 
 
 # --------------------------------------------------------------------------- logistic regression
@@ -223,7 +249,7 @@ def fit_stance_classifier(lm: LM, config: StanceConfig | None = None,
     num_layers = lm.model.config.get_text_config().num_hidden_layers
     layer = layer_index(num_layers, config.layer_fraction)
     texts, y, groups = training_texts(records)
-    x = answer_features(lm, texts, layer)
+    x = cached_features(lm, texts, layer)
     cv = cross_validate(x, y, groups, config.l2, config.folds, config.seed)
     scaler = Standardiser.fit(x)
     w, b = fit_logistic(scaler(x), y, config.l2)

@@ -34,8 +34,40 @@ def _parse_bool_or_str(text: str) -> bool | str:
     return text
 
 
+_ESCAPES = {"\\n": "\n", "\\t": "\t", "\\r": "\r", "\\,": ",", "\\\\": "\\"}
+
+
+def _unescape(part: str) -> str:
+    """``\\n``, ``\\t``, ``\\r``, ``\\,`` and ``\\\\`` typed on a command line become the characters
+    (``--dry-sequence-breakers '\\n,:'`` is a newline and a colon)."""
+    out, i = [], 0
+    while i < len(part):
+        pair = part[i:i + 2]
+        if pair in _ESCAPES:
+            out.append(_ESCAPES[pair])
+            i += 2
+        else:
+            out.append(part[i])
+            i += 1
+    return "".join(out)
+
+
 def _parse_list(text: str) -> list[str]:
-    return [part for part in text.split(",") if part != ""]
+    """Comma-separated items, with backslash escapes (``\\,`` for a literal comma)."""
+    items, current, i = [], [], 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            current.append(text[i:i + 2])
+            i += 2
+        elif text[i] == ",":
+            items.append("".join(current))
+            current = []
+            i += 1
+        else:
+            current.append(text[i])
+            i += 1
+    items.append("".join(current))
+    return [_unescape(item) for item in items if item != ""]
 
 
 def _converter(tp: Any):

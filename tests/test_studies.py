@@ -1,0 +1,119 @@
+"""The alignment studies end to end: prefmath (pure), and hw6 / decoding-vs-alignment /
+dpo-vs-orpo in their --quick form on the tiny model (the stance classifier's accuracy gate
+lowered: a random tiny model cannot tell stances apart); hw6 --quick on the embedded model."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import app.cli
+from alignment.stance import StanceConfig
+from experiments import decoding_vs_alignment, dpo_vs_orpo, hw6, prefmath_study
+from experiments.runs import run_status
+from tests.tiny import tiny_lm
+
+LOOSE = StanceConfig(min_accuracy=0.0)
+# the --quick shapes, smaller still: the tiny model only has to exercise the plumbing
+TINY_HW6 = hw6.Hw6Settings(pairs=4, few_pairs=2, epochs=1, few_epochs=1, test_prompts=2, samples=1,
+                           max_new_tokens=12, quick=True)
+
+
+def _only_run(root: Path, name: str) -> Path:
+    runs = sorted((root / name).iterdir())
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_prefmath_study_writes_the_exercise_answers(tmp_path):
+    assert app.cli.main(["experiment", "prefmath", "--root", str(tmp_path)]) == 0
+    run = _only_run(tmp_path, "prefmath")
+    assert run_status(run) == "complete"
+    result = json.loads((run / "results.json").read_text())
+    assert result["reward_model"]["loss"] == pytest.approx(-math.log(1 / (1 + math.exp(0.3))))
+    assert result["dpo"]["loss"] == pytest.approx(-math.log(1 / (1 + math.exp(-2 * math.log(4 / 3)))))
+    assert result["maxmin"]["chosen"] == [1]
+    strength = result["bradley_terry"]["strength"]
+    assert strength[0]["matrix"][0][2] == pytest.approx(1 / 3)
+    report = (run / "report.md").read_text()
+    assert "**0.4463**" in report and (run / "beta_sweep.png").stat().st_size > 10_000
+    rows = list(csv.DictReader((run / "summary.csv").open()))
+    assert len(rows) == 8
+
+
+def test_variance_split():
+    table = np.array([[0.1, 0.9], [0.1, 0.9]])          # only the decoding matters
+    assert decoding_vs_alignment.variance_split(table) == pytest.approx(
+        {"adapter": 0.0, "decoding": 1.0, "interaction": 0.0})
+    table = np.array([[0.2, 0.2], [0.8, 0.8]])          # only the adapter matters
+    assert decoding_vs_alignment.variance_split(table)["adapter"] == pytest.approx(1.0)
+    assert sum(decoding_vs_alignment.variance_split(np.array([[0.1, 0.5], [0.7, 0.2]])).values()) == pytest.approx(1)
+
+
+def test_hw6_quick_on_the_tiny_model(tmp_path):
+    path = Path(hw6.run_hw6(TINY_HW6, str(tmp_path), base=tiny_lm(), stance_config=LOOSE))
+    assert run_status(path) == "complete"
+    rows = list(csv.DictReader((path / "summary.csv").open()))
+    assert {r["model"] for r in rows} == {"base", "ratio1", "ratio0"}
+    assert {r["decoding"] for r in rows} == {"greedy", "sample:top_p=0.9"}
+    for name in ("report.md", "results.jsonl", "stance.png", "curves_ratio0.png", "curves_ratio1.png"):
+        assert (path / name).is_file(), name
+    assert (path / "adapters" / "ratio0" / "adapter_meta.json").is_file()
+    assert "(a) support_ratio 0 vs 1" in (path / "report.md").read_text()
+
+
+def test_decoding_vs_alignment_quick_on_the_tiny_model(tmp_path):
+    settings = decoding_vs_alignment.GridSettings.quick_settings()
+    settings = replace(settings, pairs=4, test_prompts=2, max_new_tokens=12)
+    path = Path(decoding_vs_alignment.run_grid(settings, str(tmp_path), base=tiny_lm(), stance_config=LOOSE))
+    grid = json.loads((path / "grid.json").read_text())
+    assert grid["models"] == ["base", "dpo-b0.1"] and len(grid["decodings"]) == 2
+    assert np.array(grid["support"]).shape == (2, 2)
+    assert grid["per_step_shift"]["steps"] and all(s["kl"] >= -1e-6 for s in grid["per_step_shift"]["steps"])
+    assert "is explained by the adapter" in (path / "report.md").read_text()
+    assert (path / "heatmaps.png").is_file() and (path / "per_step_kl.png").is_file()
+
+
+def test_dpo_vs_orpo_quick_on_the_tiny_model(tmp_path):
+    quick = dpo_vs_orpo.DpoOrpoSettings.quick_settings()
+    settings = replace(quick, train_pairs=4, test_prompts=2, max_new_tokens=12)
+    path = Path(dpo_vs_orpo.run_dpo_vs_orpo(settings, str(tmp_path), base=tiny_lm(), stance_config=LOOSE))
+    rows = list(csv.DictReader((path / "summary.csv").open()))
+    assert [r["model"] for r in rows] == ["base", "dpo-antirep", "orpo-antirep"]
+    train = json.loads((path / "data" / "anti_repetition_train.json").read_text())
+    assert train and all(r["meta"]["source"] != "template_loop" for r in train)
+    assert "Beside the seed report" in (path / "report.md").read_text()
+
+
+def test_interrupted_study_stays_incomplete(tmp_path, monkeypatch):
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hw6.kit, "train_into_run", boom)
+    with pytest.raises(KeyboardInterrupt):
+        hw6.run_hw6(TINY_HW6, str(tmp_path), base=tiny_lm(), stance_config=LOOSE)
+    run = _only_run(tmp_path, "hw6")
+    assert run_status(run) == "incomplete" and not (run / "report.md").exists()
+
+
+def test_unknown_study_exits_2(capsys):
+    assert app.cli.main(["experiment", "nope"]) == 2
+    assert "unknown study 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.embedded
+def test_hw6_quick_on_the_embedded_model(tmp_path, embedded):
+    """The real thing, small: two DPO adapters (ratio 0 and 1) on 12 stance pairs, 4 test
+    prompts. The held-out preference accuracy is measured towards each adapter's own side."""
+    path = Path(hw6.run_hw6(hw6.Hw6Settings.quick_settings(), str(tmp_path), base=embedded))
+    assert run_status(path) == "complete"
+    classifier = json.loads((path / "classifier.json").read_text())
+    assert classifier["cv_accuracy"] >= 0.9
+    rows = list(csv.DictReader((path / "summary.csv").open()))
+    assert all(0 <= float(r["support"]) <= 1 for r in rows)
