@@ -1,6 +1,8 @@
 """Step inspector: generate once, then walk through the steps and watch each stage of the
 processor chain (raw → penalties → temperature → truncation) reshape the next-token
-distribution. Presentation only: the numbers come from ``decoding.generate``'s trace."""
+distribution; hover a token for its alternatives, re-run a step's sampling stages with other
+settings (``step_whatif``), or branch with another token (``step_branches``). Presentation only:
+the numbers come from ``decoding.generate``'s trace."""
 
 from __future__ import annotations
 
@@ -241,7 +243,7 @@ def beam_results(generation) -> None:
     st.html(charts.token_html(generation))
     st.dataframe(charts.hypotheses_frame(generation), hide_index=True)
     st.info("Beam search keeps whole hypotheses rather than a per-step distribution, so the step "
-            "scrubber is hidden here. The Beam explorer page (coming) will show the beam tree.")
+            "scrubber is hidden here. The Beam explorer page shows the beam tree.")
 
 
 def show_generation(generation) -> None:

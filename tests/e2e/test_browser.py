@@ -30,6 +30,8 @@ def lab_url():
     if reason:
         pytest.skip(f"no browser test: {reason}")
     SHOTS.mkdir(parents=True, exist_ok=True)
+    for old in SHOTS.glob("*.png"):   # no stale screenshot from an earlier run
+        old.unlink()
     env = {k: v for k, v in os.environ.items() if k != "DECLAB_TINY_MODEL"}
     env["HF_HUB_OFFLINE"] = "1"
     os.environ.pop("DECLAB_TINY_MODEL", None)
