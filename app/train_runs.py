@@ -158,9 +158,10 @@ def launch(job: TrainJob) -> subprocess.Popen:
 
 
 def stop(process: subprocess.Popen) -> None:
-    """Ask the run's process group to stop (SIGTERM; the run leaves no adapter behind)."""
+    """Ask the run's process group to stop. SIGINT, not SIGTERM: Python turns it into
+    ``KeyboardInterrupt``, so ``train`` removes its partial output and ``declab`` exits with 130."""
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGINT)
 
 
 def record_exit(job: TrainJob, returncode: int) -> None:

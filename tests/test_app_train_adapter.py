@@ -188,3 +188,20 @@ def test_a_cli_error_is_shown_in_an_error_box(at, dirs):
     assert job.exit_path.read_text() == "2"
     assert "no such .gguf file" in at.error[0].value
     assert not (dirs / "adapters" / "bad-run").exists()
+
+
+def test_stop_interrupts_the_run_and_leaves_no_partial_output(tmp_path):
+    """``stop`` sends SIGINT to the process group: a Python child sees KeyboardInterrupt."""
+    import subprocess
+    import sys
+
+    script = ("import time, pathlib\n"
+              "try:\n    print('ready', flush=True); time.sleep(60)\n"
+              "except KeyboardInterrupt:\n    pathlib.Path('interrupted').write_text('yes')\n    raise SystemExit(130)\n")
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
+                               start_new_session=True, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    train_runs.stop(process)
+    assert process.wait(timeout=30) == 130
+    assert (tmp_path / "interrupted").read_text() == "yes"
+    train_runs.stop(process)   # a finished process: nothing to do
