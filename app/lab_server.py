@@ -56,18 +56,20 @@ def _healthy(url: str) -> bool:
 
 @contextlib.contextmanager
 def serve_lab(log_path: Path | None = None, env: dict[str, str] | None = None,
-              timeout: float = 120.0) -> Iterator[str]:
-    """Serve the lab headless on a free local port; yields its URL. ``log_path`` receives the
-    server's output. The server (its whole process group) is stopped on exit."""
+              unset: tuple[str, ...] = (), timeout: float = 120.0) -> Iterator[str]:
+    """Serve the lab headless on a free local port; yields its URL. ``env`` is added to this
+    process's environment and the variables in ``unset`` are left out (e.g. ``DECLAB_TINY_MODEL``
+    for the embedded model). ``log_path`` receives the server's output. The server (its whole
+    process group) is stopped on exit."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     command = [sys.executable, "-m", "streamlit", "run", str(LAB), "--server.address", "127.0.0.1",
                "--server.port", str(port), "--server.headless", "true",
                "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    environment = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
     server = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                              stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})},
-                              start_new_session=True)
+                              stdin=subprocess.DEVNULL, env=environment, start_new_session=True)
     try:
         deadline = time.monotonic() + timeout
         while not _healthy(url):

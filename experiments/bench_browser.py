@@ -95,10 +95,10 @@ def run(tries: int, max_new_tokens: int) -> dict:
     if reason:
         raise SystemExit(f"bench_browser: {reason}")
     OUT_DIR.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k != "DECLAB_TINY_MODEL"}
     results: dict = {"goal_ms": GOAL_MS, "tries": tries, "max_new_tokens": max_new_tokens,
                      "load_average": os.getloadavg()}
-    with serve_lab(log_path=OUT_DIR / "streamlit.log", env=env) as url, open_browser() as page:
+    with serve_lab(log_path=OUT_DIR / "streamlit.log", unset=("DECLAB_TINY_MODEL",)) as url, \
+            open_browser() as page:
         page.goto(url)
         page.get_by_role("heading", name="Step inspector").wait_for(timeout=120_000)
         wait_idle(page)

@@ -8,7 +8,6 @@ branches, then opens every page in the navigation; a full-page screenshot of eac
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -32,10 +31,8 @@ def lab_url():
     SHOTS.mkdir(parents=True, exist_ok=True)
     for old in SHOTS.glob("*.png"):   # no stale screenshot from an earlier run
         old.unlink()
-    env = {k: v for k, v in os.environ.items() if k != "DECLAB_TINY_MODEL"}
-    env["HF_HUB_OFFLINE"] = "1"
-    os.environ.pop("DECLAB_TINY_MODEL", None)
-    with serve_lab(log_path=SHOTS / "streamlit.log", env=env) as url:
+    with serve_lab(log_path=SHOTS / "streamlit.log", env={"HF_HUB_OFFLINE": "1"},
+                   unset=("DECLAB_TINY_MODEL",)) as url:
         yield url
 
 
@@ -152,7 +149,8 @@ def test_train_page_runs_in_the_background_and_the_adapter_reaches_the_sidebar(t
                                  "oppose": f"No, topic {i} hurts."} for i in range(16)]))
     env = {"DECLAB_ADAPTERS_DIR": str(tmp_path / "adapters"),
            "DECLAB_TRAIN_JOBS_DIR": str(tmp_path / "jobs"), "HF_HUB_OFFLINE": "1"}
-    with serve_lab(log_path=SHOTS / "streamlit-train.log", env=env) as url, open_browser() as page:
+    with serve_lab(log_path=SHOTS / "streamlit-train.log", env=env, unset=("DECLAB_TINY_MODEL",)) as url, \
+            open_browser() as page:
         # Through the navigation: a deep link (/train) first shows Streamlit's "Page not found"
         # dialog, since app/pages/ beside lab.py looks like a legacy pages/ folder.
         page.goto(url)
