@@ -1,7 +1,7 @@
 """Decoding Lab, the Streamlit app: navigation and the shared sidebar.
 
 Run with ``streamlit run app/lab.py --server.address 127.0.0.1`` (``make app``). Each page is a
-``render()`` function in ``app/pages/``; adding a page is one line in ``PAGES``.
+``render()`` function in ``app/views/``; adding a page is one line in ``PAGES``.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ if ROOT not in sys.path:
 import streamlit as st  # noqa: E402
 
 from app import lab_state  # noqa: E402
-from app.pages import step_inspector  # noqa: E402
-from app.pages import compare  # noqa: E402
-from app.pages import repetition  # noqa: E402
-from app.pages import beam_explorer  # noqa: E402
-from app.pages import preference_math  # noqa: E402
-from app.pages import studies  # noqa: E402
-from app.pages import train_adapter  # noqa: E402
-from app.pages import alignment_decoding  # noqa: E402
+from app.views import step_inspector  # noqa: E402
+from app.views import compare  # noqa: E402
+from app.views import repetition  # noqa: E402
+from app.views import beam_explorer  # noqa: E402
+from app.views import preference_math  # noqa: E402
+from app.views import studies  # noqa: E402
+from app.views import train_adapter  # noqa: E402
+from app.views import alignment_decoding  # noqa: E402
 from decoding import help_text  # noqa: E402
 
 PAGES = [

@@ -7,10 +7,11 @@ we request a page by its url_path through ``_page_hash`` (private to Streamlit 1
 this is the one place to adapt if it changes).
 
 The entrypoint is a two-line script that runs ``app/lab.py`` with ``runpy`` rather than
-``AppTest.from_file(app/lab.py)``: AppTest builds a fresh ``PagesManager`` on every run, which
-sees the ``app/pages/`` folder beside ``lab.py`` as a legacy ``pages/`` directory and then never
-resolves a requested ``st.navigation`` page other than the default (the run renders nothing).
-From a temporary script the folder is not beside the main script, and ``lab.py`` runs unchanged.
+``AppTest.from_file(app/lab.py)``: AppTest builds a fresh ``PagesManager`` on every run, and
+with the page modules in a ``pages/`` folder beside ``lab.py`` (their first home, now
+``app/views/`` for this reason) it took them for a legacy ``pages/`` directory and never
+resolved a requested ``st.navigation`` page other than the default. From a temporary script no
+such folder can interfere, and ``lab.py`` runs unchanged.
 """
 
 from __future__ import annotations

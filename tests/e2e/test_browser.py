@@ -151,13 +151,11 @@ def test_train_page_runs_in_the_background_and_the_adapter_reaches_the_sidebar(t
            "DECLAB_TRAIN_JOBS_DIR": str(tmp_path / "jobs"), "HF_HUB_OFFLINE": "1"}
     with serve_lab(log_path=SHOTS / "streamlit-train.log", env=env, unset=("DECLAB_TINY_MODEL",)) as url, \
             open_browser() as page:
-        # Through the navigation: a deep link (/train) first shows Streamlit's "Page not found"
-        # dialog, since app/pages/ beside lab.py looks like a legacy pages/ folder.
-        page.goto(url)
-        page.get_by_role("heading", name="Step inspector").wait_for(timeout=120_000)
-        wait_idle(page)
-        page.locator("[data-testid='stSidebarNavLink']").filter(has_text="Train an adapter").click()
-        page.get_by_role("heading", name="Train an adapter").wait_for(timeout=60_000)
+        # A deep link: with the page modules in app/views/ (not a legacy pages/ folder beside
+        # lab.py) st.navigation resolves /train directly, without a "Page not found" dialog.
+        page.goto(f"{url}/train")
+        page.get_by_role("heading", name="Train an adapter").wait_for(timeout=120_000)
+        assert page.get_by_text("Page not found").count() == 0
         wait_idle(page)
         model = page.locator("input[aria-label='Model']")
         model.fill(str(model_dir))

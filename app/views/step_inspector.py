@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import charts, lab_state
-from app.pages import step_branches, step_whatif
+from app.views import step_branches, step_whatif
 from decoding import DecodingConfig, DecodingLabError, GenerationError, generate, help_text
 from decoding.config import STRATEGIES
 
