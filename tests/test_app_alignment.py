@@ -10,7 +10,7 @@ import pytest
 from alignment.train import TrainConfig, train
 from app import charts_alignment as ca
 from app import lab_state
-from app.pages import alignment_decoding as ad
+from app.views import alignment_decoding as ad
 from tests.app_pages import open_page
 from tests.tiny import tiny_lm
 

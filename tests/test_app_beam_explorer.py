@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.pages import beam_explorer as be
+from app.views import beam_explorer as be
 from tests.app_pages import open_page
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.pages import compare as cp
+from app.views import compare as cp
 from tests.app_pages import open_page
 
 

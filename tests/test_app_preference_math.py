@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from app.pages import preference_math as pmp
+from app.views import preference_math as pmp
 from tests.app_pages import open_page
 
 

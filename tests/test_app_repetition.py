@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.pages import repetition as rp
+from app.views import repetition as rp
 from tests.app_pages import open_page
 
 LOOPING_TEXT = "It was late . " + "They're all in shock . " * 4 + "They're all"

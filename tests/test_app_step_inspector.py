@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import lab_state
-from app.pages import step_inspector as si
+from app.views import step_inspector as si
 from decoding import Generation
 
 LAB = str(Path(__file__).resolve().parents[1] / "app" / "lab.py")

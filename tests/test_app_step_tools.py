@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from app.pages import step_branches as sb
-from app.pages import step_inspector as si
-from app.pages import step_whatif as sw
+from app.views import step_branches as sb
+from app.views import step_inspector as si
+from app.views import step_whatif as sw
 from decoding.whatif import whatif_config, whatif_step
 from tests.test_app_step_inspector import at, generate  # noqa: F401  (the fixture)
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from app import study_jobs
-from app.pages import studies as sp
+from app.views import studies as sp
 from experiments.runs import open_run
 from tests.app_pages import open_page
 

@@ -13,7 +13,7 @@ import app.cli
 from alignment.train import TrainConfig
 from app import lab_state, train_runs
 from app.cli_common import dataclass_from_args
-from app.pages import train_adapter as ta
+from app.views import train_adapter as ta
 from decoding.errors import DecodingLabError
 from tests.app_pages import open_page
 
