@@ -169,7 +169,9 @@ def ordering_sentence(rows: list[dict], decoding: str) -> str:
     if not {"base", "dpo", "orpo"} <= set(sub):
         return ""
     same = sub["base"] > sub["dpo"] > sub["orpo"]
-    order = " > ".join(f"{k} {sub[k]:.0f}" for k in sorted(sub, key=sub.get, reverse=True))
+    ranked = sorted(sub, key=sub.get, reverse=True)
+    order = f"{ranked[0]} {sub[ranked[0]]:.0f}" + "".join(
+        f" {'=' if round(sub[a]) == round(sub[b]) else '>'} {b} {sub[b]:.0f}" for a, b in zip(ranked, ranked[1:]))
     return (f"Under {decoding}: {order} characters — "
             + ("the seed's ordering (base > DPO > ORPO) appears." if same
                else "not the seed's ordering (base > DPO > ORPO)."))
