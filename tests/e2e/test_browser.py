@@ -182,8 +182,10 @@ def test_train_page_runs_in_the_background_and_the_adapter_reaches_the_sidebar(t
         page.get_by_text(re.compile(r"^Adapter written to ")).wait_for(timeout=180_000)
         wait_idle(page)
         assert_no_exception(page, "train")
-        assert page.locator("[data-testid='stVegaLiteChart']").count() == 1   # live curves
-        assert page.get_by_text("step 4 of 4").count() == 1                  # 16 pairs, batch 8, 2 epochs
+        # the polling fragment may redraw once more after the final status line: wait, then count
+        page.locator("[data-testid='stVegaLiteChart']").first.wait_for(timeout=30_000)   # live curves
+        page.get_by_text("step 4 of 4").first.wait_for(timeout=30_000)        # 16 pairs, batch 8, 2 epochs
+        assert page.locator("[data-testid='stVegaLiteChart']").count() == 1
         shot(page, "21-train-finished")
         sidebar = page.locator("[data-testid='stSidebar']")
         sidebar.locator("[data-testid='stSelectbox']").filter(has_text="Trained adapters").locator("input").first.click()
