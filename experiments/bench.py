@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs per case")
     parser.add_argument("--out", default="runs/bench", help="directory for the JSON report")
     parser.add_argument("--skip-training", action="store_true",
-                        help="leave out the preference-training entry (about 5 minutes)")
+                        help="leave out the preference-training entry (about 15 minutes on 2 cores)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
