@@ -45,7 +45,7 @@ from decoding.models import ADAPTER_META, LM, attach_adapter
 from decoding.specs import StrategySpec, parse_specs
 
 from .data import StanceRecord, load_stance_records
-from .scoring import completion_ids, sample_kl, sequence_logprobs, token_logprobs
+from .scoring import sequence_logprobs, token_logprobs
 from .stance import StanceClassifier, StanceConfig, fit_stance_classifier
 
 DEFAULT_DECODINGS = "greedy;sample:top_p=0.9;beam:num_beams=4"
@@ -184,7 +184,7 @@ def summarise(records: Sequence[GenerationRecord]) -> dict[str, Any]:
             "eos_rate": sum(r.finish_reason == "eos" for r in records) / n,
             "mean_length": float(np.mean([len(r.token_ids) for r in records])),
             "loop_rate": sum(r.looped for r in records) / n,
-            "rep_2": _safe(rep_n, ids, 2), "rep_3": _safe(rep_n, ids, 3),
+            **{f"rep_{n}": _safe(rep_n, ids, n) for n in (2, 3, 4)},
             "kl_to_base": (sum(kls) / tokens) if tokens else None}
 
 

@@ -25,6 +25,18 @@ def completion_ids(lm: LM, completion: str) -> list[int]:
     return [int(i) for i in lm.tokenizer(completion, add_special_tokens=False)["input_ids"]]
 
 
+def right_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows right-padded to the longest: ``(ids, attention_mask)``, both ``(batch, width)``
+    (the TRL collators' layout; ``decoding.forward.left_pad`` is the generation layout)."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, :len(row)] = torch.tensor(list(row), dtype=torch.long)
+        mask[i, :len(row)] = 1
+    return ids, mask
+
+
 @contextmanager
 def base_of(lm: LM) -> Iterator[torch.nn.Module]:
     """The model with its PEFT adapter switched off (``PeftModel.disable_adapter``): the
@@ -50,12 +62,7 @@ def token_logprobs(model: torch.nn.Module, prompts: Sequence[Sequence[int]],
     for start in range(0, len(prompts), batch_size):
         rows = [list(p) + list(c) for p, c in zip(prompts[start:start + batch_size],
                                                    completions[start:start + batch_size])]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, :len(row)] = torch.tensor(row)
-            mask[i, :len(row)] = 1
+        ids, mask = right_pad(rows, pad_id)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         for i, (p, c) in enumerate(zip(prompts[start:start + batch_size],
                                        completions[start:start + batch_size])):

@@ -33,7 +33,7 @@ from decoding.io import write_bytes_atomic
 from decoding.models import LM, cache_root
 
 from .data import StanceRecord, load_stance_records
-from .scoring import base_of
+from .scoring import base_of, right_pad
 
 LABELS = ("support", "oppose", "neutral")
 
@@ -90,12 +90,7 @@ def answer_features(lm: LM, texts: Sequence[str], layer: int, batch_size: int = 
     rows = []
     for start in range(0, len(texts), batch_size):
         chunk = [tok(t, add_special_tokens=False)["input_ids"] or [pad] for t in texts[start:start + batch_size]]
-        width = max(len(r) for r in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, r in enumerate(chunk):
-            ids[i, :len(r)] = torch.tensor(r)
-            mask[i, :len(r)] = 1
+        ids, mask = right_pad(chunk, pad)
         with base_of(lm) as model:
             states = model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
                            output_hidden_states=True).hidden_states[layer].float().cpu()

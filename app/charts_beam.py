@@ -111,7 +111,7 @@ def beam_tree_dot(generation: Generation, token_text: Callable[[int], str] | Non
 
     lines = ["digraph beam {", f"rankdir={rankdir};", "nodesep=0.15; ranksep=0.35;",
              f'node [shape=box, fontname="Helvetica", fontsize={FONT_SIZE}, margin="0.12,0.06"];',
-             f'edge [color="#999999", arrowsize=0.6];',
+             'edge [color="#999999", arrowsize=0.6];',
              f'root {_attrs(label="prompt", shape="ellipse", style="filled", fillcolor="#FFFFFF")};']
 
     def parent_id(t: int, parent: int) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from decoding import DecodingConfig, generate, load_model
 from decoding.io import write_text_atomic

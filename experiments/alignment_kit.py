@@ -8,6 +8,7 @@ preference accuracy) and ``alignment.scoring`` (KL); this module only orchestrat
 
 from __future__ import annotations
 
+import argparse
 import csv
 import io
 import json
@@ -24,7 +25,29 @@ from decoding.io import write_bytes_atomic, write_text_atomic
 from decoding.models import LM
 from decoding.specs import StrategySpec
 
+from decoding.errors import out_of_range
+
 from .runs import Run
+
+
+def study_parser(name: str, doc: str | None, quick_help: str) -> argparse.ArgumentParser:
+    """The options every alignment study takes: ``--quick``, ``--root``, ``--model``."""
+    p = argparse.ArgumentParser(prog=f"declab experiment {name}", description=(doc or "").splitlines()[0])
+    p.add_argument("--quick", action="store_true", help=quick_help)
+    p.add_argument("--root", default="runs", help="where run directories go")
+    p.add_argument("--model", default=None, help="base model (default: the embedded SmolLM2-135M-Instruct)")
+    return p
+
+
+def check_counts(settings: Any, names: Sequence[str]) -> None:
+    """Study settings that count things (pairs, epochs, samples, tokens, prompts) must be
+    integers >= 1; None stays allowed where the field means "all"."""
+    for name in names:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise out_of_range(name, value, "an integer >= 1")
 
 
 def note(text: str) -> None:

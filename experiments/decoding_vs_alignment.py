@@ -12,7 +12,6 @@ explained by the adapter (row means) and how much by the decoding (column means)
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +48,9 @@ class GridSettings:
     test_prompts: int | None = None
     seed: int = 0
     quick: bool = False
+
+    def __post_init__(self) -> None:
+        kit.check_counts(self, ("pairs", "epochs", "samples", "max_new_tokens", "test_prompts"))
 
     @classmethod
     def quick_settings(cls) -> "GridSettings":
@@ -207,10 +209,7 @@ def report(settings, rows, grid, models, decodings, split, shift, classifier, tr
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="declab experiment decoding-vs-alignment", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="one small adapter, two decodings, 4 prompts")
-    p.add_argument("--root", default="runs", help="where run directories go")
-    p.add_argument("--model", default=None, help="base model (default: the embedded SmolLM2-135M-Instruct)")
+    p = kit.study_parser(STUDY, __doc__, "one small adapter, two decodings, 4 prompts")
     args = p.parse_args(argv)
     run_grid(GridSettings.quick_settings() if args.quick else GridSettings(), args.root, args.model)
     return 0

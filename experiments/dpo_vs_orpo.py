@@ -19,7 +19,6 @@ seed's and says whether the same ordering (base > DPO > ORPO) appears.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 
@@ -32,7 +31,6 @@ from alignment.stance import StanceConfig, fit_stance_classifier
 from alignment.train import TrainConfig
 from decoding import DecodingConfig, load_model
 from decoding.models import LM
-from decoding.diagnostics import rep_n
 from decoding.errors import DecodingLabError
 from decoding.io import write_json_atomic, write_text_atomic
 from decoding.prompts import load_prompt_set
@@ -60,6 +58,9 @@ class DpoOrpoSettings:
     seed: int = 0
     quick: bool = False
 
+    def __post_init__(self) -> None:
+        kit.check_counts(self, ("epochs", "train_pairs", "stance_pairs", "samples", "max_new_tokens", "stance_tokens", "test_prompts"))
+
     @classmethod
     def quick_settings(cls) -> "DpoOrpoSettings":
         return cls(epochs=1, train_pairs=12, decodings="greedy", samples=1, max_new_tokens=64,
@@ -76,17 +77,6 @@ def anti_repetition_split(run) -> tuple[str, list[tuple[str, str]], int]:
     path = write_json_atomic(run.file("data/anti_repetition_train.json"), train)
     held = [(p.id, p.text) for p in load_prompt_set(HELD_OUT_SOURCE).prompts]
     return str(path), held, len(train)
-
-
-def rep_extra(group) -> dict:
-    ids = [g.token_ids[:-1] if g.finish_reason == "eos" else g.token_ids for g in group]
-    out = {}
-    for n in (2, 3, 4):
-        try:
-            out[f"rep_{n}"] = rep_n(ids, n)
-        except DecodingLabError:
-            out[f"rep_{n}"] = None
-    return out
 
 
 def run_dpo_vs_orpo(settings: DpoOrpoSettings, root: str = "runs", model: str | None = None,
@@ -113,7 +103,7 @@ def run_dpo_vs_orpo(settings: DpoOrpoSettings, root: str = "runs", model: str | 
                                                                seed=settings.seed))
         subjects = [Subject("base", None)] + [trained[k].subject for k in trained if k.endswith("antirep")]
         anti = kit.measure_models(base, subjects, held_out, specs, settings.samples, chat=False, classifier=None)
-        rows = [dict(part="anti-repetition", **r) for r in kit.cells(anti, rep_extra)]
+        rows = [dict(part="anti-repetition", **r) for r in kit.cells(anti)]
         answers = [dict(part="anti-repetition", **g.to_dict()) for g in anti]
         classifier = None
         if settings.stance_part:
@@ -124,7 +114,7 @@ def run_dpo_vs_orpo(settings: DpoOrpoSettings, root: str = "runs", model: str | 
             subjects = [Subject("base", None)] + [trained[k].subject for k in trained if k.endswith("stance")]
             stance = kit.measure_models(base, subjects, [(r.id, r.prompt) for r in records], stance_specs,
                                         settings.samples, chat=True, classifier=classifier)
-            rows += [dict(part="stance", **r) for r in kit.cells(stance, rep_extra)]
+            rows += [dict(part="stance", **r) for r in kit.cells(stance)]
             answers += [dict(part="stance", **g.to_dict()) for g in stance]
         kit.write_jsonl(run.file("results.jsonl"), answers)
         kit.write_csv(run.file("summary.csv"), rows)
@@ -219,10 +209,7 @@ def report(settings, rows, trained, n_train, n_test, classifier, anti) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="declab experiment dpo-vs-orpo", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small training, 4 test prompts, greedy only")
-    p.add_argument("--root", default="runs", help="where run directories go")
-    p.add_argument("--model", default=None, help="base model (default: the embedded SmolLM2-135M-Instruct)")
+    p = kit.study_parser(STUDY, __doc__, "small training, 4 test prompts, greedy only")
     args = p.parse_args(argv)
     run_dpo_vs_orpo(DpoOrpoSettings.quick_settings() if args.quick else DpoOrpoSettings(), args.root, args.model)
     return 0

@@ -16,14 +16,13 @@ these measurements.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from alignment.curves import plot_training_curves
 from alignment.data import load_stance_records
-from alignment.evaluate import Subject, load_subject, preference_accuracy
+from alignment.evaluate import Subject, preference_accuracy
 from alignment.stance import StanceConfig, fit_stance_classifier
 from alignment.train import TrainConfig
 from decoding import DecodingConfig, load_model
@@ -50,6 +49,9 @@ class Hw6Settings:
     max_new_tokens: int = 80
     seed: int = 0
     quick: bool = False
+
+    def __post_init__(self) -> None:
+        kit.check_counts(self, ("pairs", "few_pairs", "epochs", "few_epochs", "test_prompts", "samples", "max_new_tokens"))
 
     @classmethod
     def quick_settings(cls) -> "Hw6Settings":
@@ -195,10 +197,7 @@ def _compare(rows, preference, left, right, greedy, sampled) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="declab experiment hw6", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="two small runs (ratio 0 vs 1), 4 prompts, short answers")
-    p.add_argument("--root", default="runs", help="where run directories go")
-    p.add_argument("--model", default=None, help="base model (default: the embedded SmolLM2-135M-Instruct)")
+    p = kit.study_parser(STUDY, __doc__, "two small runs (ratio 0 vs 1), 4 prompts, short answers")
     p.add_argument("--samples", type=int, default=None, help="samples per prompt for top-p sampling")
     args = p.parse_args(argv)
     settings = Hw6Settings.quick_settings() if args.quick else Hw6Settings()

@@ -9,7 +9,7 @@ import torch
 
 from decoding import ConfigError, DecodingConfig, generate
 from decoding.branch import branch, branch_config, forced_step
-from decoding.processors import min_p_filter, temperature, top_k_filter, top_p_filter
+from decoding.processors import temperature, top_k_filter, top_p_filter
 from decoding.trace import Candidate, StepTrace
 from decoding.whatif import (input_stage, kept_set_change, top_n_mass, whatif_config,
                              whatif_step)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from decoding import ConfigError, DecodingConfig, Generation, GenerationError, generate, generate_ids
 from decoding.loop import decode_batch

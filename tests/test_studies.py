@@ -15,7 +15,8 @@ import pytest
 
 import app.cli
 from alignment.stance import StanceConfig
-from experiments import decoding_vs_alignment, dpo_vs_orpo, hw6, prefmath_study
+from decoding.errors import DecodingLabError
+from experiments import decoding_vs_alignment, dpo_vs_orpo, hw6
 from experiments.runs import run_status
 from tests.tiny import tiny_lm
 
@@ -117,3 +118,20 @@ def test_hw6_quick_on_the_embedded_model(tmp_path, embedded):
     assert classifier["cv_accuracy"] >= 0.9
     rows = list(csv.DictReader((path / "summary.csv").open()))
     assert all(0 <= float(r["support"]) <= 1 for r in rows)
+
+
+def test_bad_study_options_exit_2_before_any_work(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr(hw6, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    assert app.cli.main(["experiment", "hw6", "--samples", "0", "--root", str(tmp_path)]) == 2
+    assert "samples=0 is out of range; allowed: an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:                    # argparse: not an integer
+        app.cli.main(["experiment", "hw6", "--samples", "x", "--root", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert not (tmp_path / "hw6").exists()
+
+
+@pytest.mark.parametrize("cls, field", [(hw6.Hw6Settings, "pairs"), (dpo_vs_orpo.DpoOrpoSettings, "samples"),
+                                        (decoding_vs_alignment.GridSettings, "max_new_tokens")])
+def test_study_settings_refuse_non_positive_counts(cls, field):
+    with pytest.raises(DecodingLabError, match=f"{field}=0 is out of range"):
+        cls(**{field: 0})
