@@ -110,3 +110,32 @@ def use_picked_adapter() -> None:
     """Callback of the "Trained adapters" box: copy the pick into the Adapter field."""
     picked = st.session_state.get(ADAPTER_PICK_KEY)
     st.session_state[ADAPTER_KEY] = "" if picked in (None, NO_ADAPTER) else picked
+
+
+def traced_generation(prompt: str, knobs: dict, spinner: str = "Generating…",
+                      trace_top: int | None = None):
+    """The pages' common path to one traced generation: refuse an empty prompt, build the
+    ``DecodingConfig`` from ``knobs`` and the sidebar's seed, load the sidebar's model, generate.
+    Every failure is an error box with the library's message; returns ``(lm, Generation)`` or
+    None."""
+    from decoding import DecodingConfig, GenerationError, generate
+
+    if not prompt.strip():
+        st.error("The prompt is empty: type a prompt to continue.")
+        return None
+    current = settings()
+    try:
+        config = DecodingConfig(**{"seed": current.seed, **knobs})
+    except DecodingLabError as exc:
+        st.error(str(exc))
+        return None
+    lm = load_lm(current)
+    if lm is None:
+        return None
+    extra = {} if trace_top is None else {"trace_top": trace_top}
+    try:
+        with st.spinner(spinner):
+            return lm, generate(lm, prompt, config, chat=current.chat, trace=True, **extra)
+    except (DecodingLabError, GenerationError) as exc:
+        st.error(str(exc))
+        return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import charts, charts_beam, lab_state
-from decoding import DecodingConfig, DecodingLabError, GenerationError, generate, help_text
+from decoding import help_text
 
 K = "beam_explorer."
 PROMPT_KEY = K + "prompt"
@@ -25,25 +25,12 @@ MAX_TREE_TOKENS = 24  # more steps than this make a tree nobody can read on a sl
 
 
 def run_beam_search(prompt: str, knobs: dict) -> None:
-    if not prompt.strip():
-        st.error("The prompt is empty: type a prompt to continue.")
+    result = lab_state.traced_generation(
+        prompt, {"strategy": "beam", "num_return_sequences": knobs["num_beams"], **knobs},
+        spinner="Beam search…")
+    if result is None:
         return
-    current = lab_state.settings()
-    try:
-        config = DecodingConfig(strategy="beam", seed=current.seed,
-                                num_return_sequences=knobs["num_beams"], **knobs)
-    except DecodingLabError as exc:
-        st.error(str(exc))
-        return
-    lm = lab_state.load_lm(current)
-    if lm is None:
-        return
-    try:
-        with st.spinner("Beam search…"):
-            generation = generate(lm, prompt, config, chat=current.chat, trace=True)
-    except (DecodingLabError, GenerationError) as exc:
-        st.error(str(exc))
-        return
+    lm, generation = result
     finished = [f for step in generation.beam_steps for f in step.finished]
     st.session_state[GENERATION_KEY] = generation
     st.session_state[DECODED_KEY] = {

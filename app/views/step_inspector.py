@@ -10,7 +10,7 @@ import streamlit as st
 
 from app import charts, lab_state
 from app.views import step_branches, step_whatif
-from decoding import DecodingConfig, DecodingLabError, GenerationError, generate, help_text
+from decoding import DecodingConfig, help_text
 from decoding.config import STRATEGIES
 
 # Session-state keys of this page (the generation itself and the widgets the code resets).
@@ -162,25 +162,10 @@ STRATEGY_KNOBS = {"greedy": lambda: {}, "sample": sample_knobs, "beam": beam_kno
 
 def run_generation(prompt: str, knobs: dict) -> None:
     """Validate, load the model, generate; store the Generation in session state."""
-    if not prompt.strip():
-        st.error("The prompt is empty: type a prompt to continue.")
+    result = lab_state.traced_generation(prompt, knobs, trace_top=TRACE_TOP)
+    if result is None:
         return
-    current = lab_state.settings()
-    try:
-        config = DecodingConfig(seed=current.seed, **knobs)
-    except DecodingLabError as exc:
-        st.error(str(exc))
-        return
-    lm = lab_state.load_lm(current)
-    if lm is None:
-        return
-    try:
-        with st.spinner("Generating…"):
-            generation = generate(lm, prompt, config, chat=current.chat, trace=True,
-                                  trace_top=TRACE_TOP)
-    except (DecodingLabError, GenerationError) as exc:
-        st.error(str(exc))
-        return
+    _, generation = result
     st.session_state[GENERATION_KEY] = generation
     st.session_state[GENERATE_CALLS_KEY] = st.session_state.get(GENERATE_CALLS_KEY, 0) + 1
     # The scrubber and the what-if knobs are drawn later in this run, so this is allowed.
