@@ -163,13 +163,32 @@ def generate_answers(lm: LM, label: str, items: Sequence[tuple[Any, str]], spec:
         gens = generate_batch(lm, [text for _, text in items], config, chat=chat)
         for (item_id, _), gen in zip(items, gens):
             seq = gen.sequences[0]
-            loop = detect_loop(seq.token_ids)
-            looped = loop is not None and loop.is_loop and loop.length >= 8
+            loop = answer_loop(seq.token_ids)
             out.append(GenerationRecord(label, spec.label, item_id, k, seq.text, list(seq.token_ids),
                                         seq.finish_reason,
-                                        loop_period=loop.period if looped else None,
-                                        loop_onset=loop.onset if looped else None))
+                                        loop_period=loop.period if loop else None,
+                                        loop_onset=loop.onset if loop else None))
     return out
+
+
+def answer_loop(token_ids: Sequence[int], min_tokens: int = 8):
+    """The loop an answer ends in, when it counts as one here: >= 2 complete cycles covering
+    >= ``min_tokens`` tokens (a doubled word is not a loop); else None."""
+    loop = detect_loop(list(token_ids)) if len(token_ids) >= 2 else None
+    return loop if loop is not None and loop.is_loop and loop.length >= min_tokens else None
+
+
+def implicit_reward(policy: LM, base: LM, subject: "Subject | None", prompt_ids: Sequence[int],
+                    token_ids: Sequence[int]) -> float | None:
+    """β·Σ_t (log π(y_t) − log π_ref(y_t)) over one answer: DPO's implicit reward (Rafailov et
+    al. 2023, Eq. 5). None for the base, for methods without a reference (ORPO), and for an
+    empty answer."""
+    if subject is None or subject.method not in DPO_FAMILY or not token_ids:
+        return None
+    pad = policy.tokenizer.pad_token_id or 0
+    lp = token_logprobs(policy.model, [prompt_ids], [token_ids], pad)[0]
+    lb = token_logprobs(base.model, [prompt_ids], [token_ids], pad)[0]
+    return float((subject.beta or 0.1) * (lp - lb).sum())
 
 
 def summarise(records: Sequence[GenerationRecord]) -> dict[str, Any]:

@@ -191,3 +191,15 @@ def test_embedded_stance_classifier_is_accurate_enough(embedded):
     p_sup = classifier.support_probability([r.support for r in test])
     p_opp = classifier.support_probability([r.oppose for r in test])
     assert (p_sup > p_opp).mean() >= 0.85
+
+
+def test_answer_loop_needs_two_cycles_and_eight_tokens():
+    assert ev.answer_loop([1, 2, 3, 4] * 3).period == 4          # 12 tokens in the loop
+    assert ev.answer_loop([5, 6, 7, 9, 9]) is None                # a doubled token is not a loop
+    assert ev.answer_loop([1, 2, 3, 4, 5, 6]) is None and ev.answer_loop([]) is None
+
+
+def test_implicit_reward_is_none_without_a_reference():
+    orpo = ev.Subject("orpo", "x", method="orpo", beta=0.1)
+    assert ev.implicit_reward(None, None, orpo, [1], [2]) is None
+    assert ev.implicit_reward(None, None, None, [1], [2]) is None

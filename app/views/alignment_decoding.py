@@ -14,13 +14,13 @@ from __future__ import annotations
 import streamlit as st
 
 from alignment.data import load_stance_records
-from alignment.evaluate import GenerationRecord, Subject, generate_answers, summarise
-from alignment.scoring import step_distributions, stepwise_shift, token_logprobs
+from alignment.evaluate import (GenerationRecord, Subject, answer_loop, generate_answers, implicit_reward,
+                                summarise)
+from alignment.scoring import step_distributions, stepwise_shift
 from alignment.stance import StanceClassifierError, fit_stance_classifier
 from app import charts_alignment as ca
 from app import lab_state
 from decoding import DecodingConfig, DecodingLabError, GenerationError, generate
-from decoding.diagnostics import detect_loop
 from decoding.specs import parse_spec, parse_specs, syntax_help
 
 PROMPT_KEY = "alignment.prompt"
@@ -65,17 +65,6 @@ def _models(adapters: list[str]):
     return out
 
 
-def implicit_reward(lm, base, subject: Subject | None, prompt_ids: list[int], tokens: list[int]) -> float | None:
-    """β·Σ_t (log π − log π_ref) over an adapter's answer (DPO's implicit reward, Rafailov et
-    al. 2023, Eq. 5); None for the base, and for ORPO (it has no reference)."""
-    if subject is None or subject.method not in ("dpo", "ipo", "simpo") or not tokens:
-        return None
-    pad = lm.tokenizer.pad_token_id or 0
-    lp = token_logprobs(lm.model, [prompt_ids], [tokens], pad)[0]
-    lb = token_logprobs(base.model, [prompt_ids], [tokens], pad)[0]
-    return float((subject.beta or 0.1) * (lp - lb).sum())
-
-
 def run_models(prompt: str, adapters: list[str], spec_text: str, max_new_tokens: int) -> None:
     if not prompt.strip():
         st.error("The prompt is empty: type a prompt or pick a test prompt.")
@@ -100,10 +89,9 @@ def run_models(prompt: str, adapters: list[str], spec_text: str, max_new_tokens:
             progress.progress(k / len(models), text=f"{label}: generating")
             gen = generate(lm, prompt, config, chat=current.chat)
             seq = gen.sequences[0]
-            loop = detect_loop(seq.token_ids)
-            looped = loop is not None and loop.is_loop and loop.length >= 8
+            loop = answer_loop(seq.token_ids)
             answer = {"model": label, "text": seq.text, "token_ids": list(seq.token_ids),
-                      "finish_reason": seq.finish_reason, "loop_period": loop.period if looped else None,
+                      "finish_reason": seq.finish_reason, "loop_period": loop.period if loop else None,
                       "implicit_reward": implicit_reward(lm, base, subject, gen.prompt_ids, list(seq.token_ids))}
             if classifier is not None:
                 p = float(classifier.support_probability([seq.text])[0])
