@@ -307,6 +307,37 @@ class EvaluationReport:
         return data
 
 
+def answer_models(base: LM, subjects: Sequence[Subject], items: Sequence[tuple[Any, str]],
+                  specs: Sequence[StrategySpec], samples: int, chat: bool,
+                  classifier: StanceClassifier | None,
+                  on_model: Callable[[LM, Subject, list[GenerationRecord]], None] | None = None,
+                  progress: Callable[[str], None] | None = None) -> list[GenerationRecord]:
+    """Every subject × decoding on ``items`` (``(id, prompt)``): answers with their stance
+    (when a classifier is given) and, for adapters, the KL of their answers to the base. Each
+    adapter is loaded once (``load_subject``); ``on_model`` sees every loaded model with its
+    answers, for measurements that need the model (likelihood margins, preference accuracy)."""
+    note = progress or (lambda text: None)
+    prompts = dict(items)
+    records: list[GenerationRecord] = []
+    for subject in subjects:
+        note(f"{subject.label}: loading")
+        lm = load_subject(subject, base)
+        mine: list[GenerationRecord] = []
+        for spec in specs:
+            note(f"{subject.label}: {spec.label}")
+            mine += generate_answers(lm, subject.label, items, spec, samples, chat)
+        if classifier is not None:
+            for g, p in zip(mine, classifier.support_probability([g.text for g in mine])):
+                g.p_support, g.stance = float(p), classifier.label(float(p))
+        if subject.adapter is not None:
+            attach_kl(lm, base, mine, prompts, chat)
+        if on_model is not None:
+            on_model(lm, subject, mine)
+        records += mine
+        del lm
+    return records
+
+
 def evaluate(adapters: Sequence[str], config: EvalConfig | None = None, model_name: str | None = None,
              base: LM | None = None, classifier: StanceClassifier | None = None, stance_config: StanceConfig | None = None,
              progress: Callable[[str], None] | None = None) -> EvaluationReport:
@@ -328,24 +359,9 @@ def evaluate(adapters: Sequence[str], config: EvalConfig | None = None, model_na
     base = base or load_model(model_name)
     note("fitting the stance classifier")
     classifier = classifier or fit_stance_classifier(base, stance_config)
-    prompts = {r.id: r.prompt for r in records}
+    likelihood, preference, pairwise = {}, {}, {}
 
-    generations: list[GenerationRecord] = []
-    cells, likelihood, preference, pairwise = [], {}, {}, {}
-    by_subject: dict[str, list[GenerationRecord]] = {}
-    for subject in subjects:
-        note(f"{subject.label}: loading")
-        lm = load_subject(subject, base)
-        answers: list[GenerationRecord] = []
-        for spec in specs:
-            note(f"{subject.label}: {spec.label}")
-            answers += generate_answers(lm, subject.label, [(r.id, r.prompt) for r in records], spec,
-                                        config.samples, config.chat)
-        probabilities = classifier.support_probability([a.text for a in answers])
-        for a, p in zip(answers, probabilities):
-            a.p_support, a.stance = float(p), classifier.label(float(p))
-        if subject.adapter is not None:
-            attach_kl(lm, base, answers, prompts, config.chat)
+    def per_model(lm: LM, subject: Subject, _answers: list[GenerationRecord]) -> None:
         margins = likelihood_margins(lm, records, config.chat)
         likelihood[subject.label] = {"mean_margin": float(np.mean([m["margin"] for m in margins])),
                                      "mean_margin_per_token": float(np.mean([m["margin_per_token"] for m in margins])),
@@ -353,13 +369,13 @@ def evaluate(adapters: Sequence[str], config: EvalConfig | None = None, model_na
         acc = preference_accuracy(lm, base, subject, records, config.chat)
         if acc is not None:
             preference[subject.label] = acc
-        for spec in specs:
-            cell = [a for a in answers if a.decoding == spec.label]
-            cells.append({"model": subject.label, "decoding": spec.label, **summarise(cell)})
-        by_subject[subject.label] = answers
-        generations += answers
-        if lm is not base:
-            del lm
+
+    generations = answer_models(base, subjects, [(r.id, r.prompt) for r in records], specs, config.samples,
+                                config.chat, classifier, per_model, note)
+    cells = [{"model": s.label, "decoding": spec.label,
+              **summarise([a for a in generations if a.model == s.label and a.decoding == spec.label])}
+             for s in subjects for spec in specs]
+    by_subject = {s.label: [a for a in generations if a.model == s.label] for s in subjects}
     for subject in subjects[1:]:
         for spec in specs:
             mine = [a for a in by_subject[subject.label] if a.decoding == spec.label]

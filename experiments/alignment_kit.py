@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from alignment.evaluate import GenerationRecord, Subject, attach_kl, generate_answers, load_subject, summarise
+from alignment.evaluate import GenerationRecord, Subject, answer_models, summarise
 from alignment.stance import StanceClassifier
 from alignment.train import TrainConfig, train
 from decoding.io import write_bytes_atomic, write_text_atomic
@@ -87,26 +87,8 @@ def measure_models(base: LM, subjects: Sequence[Subject], items: Sequence[tuple[
                    classifier: StanceClassifier | None,
                    on_model: Callable[[LM, Subject, list[GenerationRecord]], None] | None = None
                    ) -> list[GenerationRecord]:
-    """Every subject × decoding on ``items``: answers with stance (when a classifier is given)
-    and the KL of adapter answers to the base. ``on_model`` sees each loaded model once."""
-    prompts = dict(items)
-    records: list[GenerationRecord] = []
-    for subject in subjects:
-        lm = load_subject(subject, base)
-        mine: list[GenerationRecord] = []
-        for spec in specs:
-            note(f"{subject.label}: {spec.label}")
-            mine += generate_answers(lm, subject.label, items, spec, samples, chat)
-        if classifier is not None:
-            for g, p in zip(mine, classifier.support_probability([g.text for g in mine])):
-                g.p_support, g.stance = float(p), classifier.label(float(p))
-        if subject.adapter is not None:
-            attach_kl(lm, base, mine, prompts, chat)
-        if on_model is not None:
-            on_model(lm, subject, mine)
-        records += mine
-        del lm
-    return records
+    """``alignment.evaluate.answer_models`` with the study's progress lines."""
+    return answer_models(base, subjects, items, specs, samples, chat, classifier, on_model, note)
 
 
 def cells(records: Sequence[GenerationRecord], extra: Callable[[list[GenerationRecord]], dict] | None = None
