@@ -110,3 +110,8 @@ def test_cli_refuses_existing_out_and_bad_knobs(tmp_path, capsys):
     assert app.cli.main(["data", "anti-repetition", "--out", str(tmp_path / "y.json"),
                          "--min-cycles", "1"]) == 2
     assert "min_cycles=1 is out of range" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_directory_as_out(tmp_path, capsys):
+    assert app.cli.main(["data", "anti-repetition", "--out", str(tmp_path), "--overwrite"]) == 2
+    assert "is a directory" in capsys.readouterr().err

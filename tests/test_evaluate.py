@@ -203,3 +203,13 @@ def test_implicit_reward_is_none_without_a_reference():
     orpo = ev.Subject("orpo", "x", method="orpo", beta=0.1)
     assert ev.implicit_reward(None, None, orpo, [1], [2]) is None
     assert ev.implicit_reward(None, None, None, [1], [2]) is None
+
+
+def test_adapter_without_metadata_and_bad_max_prompts_are_refused(tmp_path, capsys):
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(DecodingLabError, match="no adapter_meta.json there"):
+        ev.Subject.of_adapter(str(tmp_path / "bare"))
+    with pytest.raises(ConfigError, match="max_prompts=0 is out of range"):
+        ev.EvalConfig(max_prompts=0)
+    assert app.cli.main(["evaluate", "--max-prompts", "0"]) == 2
+    assert "max_prompts=0" in capsys.readouterr().err
