@@ -1,7 +1,7 @@
 """Decoding Lab's decoding core: model loading, the processor chain, our own generation loop,
 per-step traces and repetition diagnostics. Imports neither TRL nor Streamlit."""
 
-from .batch import generate_batch
+from .batch import generate_batch, generate_mixed
 from .config import DecodingConfig, help_text
 from .errors import ConfigError, DecodingLabError, GenerationError, ModelLoadError
 from .loop import generate, generate_ids
@@ -11,5 +11,5 @@ from .trace import Generation, SequenceResult, StepTrace
 __all__ = [
     "ConfigError", "DecodingConfig", "DecodingLabError", "Generation", "GenerationError", "LM",
     "ModelLoadError", "SequenceResult", "StepTrace", "from_model", "generate", "generate_batch",
-    "generate_ids", "help_text", "load_model",
+    "generate_ids", "generate_mixed", "help_text", "load_model",
 ]

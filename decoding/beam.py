@@ -24,8 +24,8 @@ from .chain import StepContext, apply_chain, build_chain, chain_names
 from .config import DecodingConfig
 from .diverse_beam import previous_group_tokens
 from .errors import GenerationError
-from .forward import decode_step, left_pad, prefill
-from .loop import StopChecker, pad_token_id
+from .forward import decode_step, left_pad
+from .loop import StopChecker, pad_token_id, shared_prefill
 from .models import LM
 from .recorder import TokenTexts
 from .trace import BeamNode, BeamStep, FinishedHypothesis, SequenceResult
@@ -55,7 +55,8 @@ def beam_search(lm: LM, prompts: list[list[int]], config: DecodingConfig, trace:
     width = num_beams // groups
     batch = len(prompts)
     pad = pad_token_id(lm)
-    input_ids, mask = left_pad([list(p) for p in prompts for _ in range(num_beams)], pad)
+    rows = [list(p) for p in prompts for _ in range(num_beams)]
+    input_ids, mask = left_pad(rows, pad)
     prompt_len = input_ids.shape[1]
     room = lm.max_context - prompt_len
     max_new = min(config.max_new_tokens, room)
@@ -86,7 +87,8 @@ def beam_search(lm: LM, prompts: list[list[int]], config: DecodingConfig, trace:
 
     cur_len = prompt_len
     with torch.inference_mode():
-        logits, state, _ = prefill(model, input_ids, mask)
+        # a prompt's beams start from one prefill (transformers prefills num_beams copies)
+        logits, state, _, _ = shared_prefill(model, rows, pad)
         while True:
             logits = logits.cpu()
             if not torch.isfinite(logits).all():

@@ -16,6 +16,7 @@ from the same generator, once per row and step, before the token is drawn.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 
@@ -141,10 +142,14 @@ class StopChecker:
 
 
 class RowProgress:
-    """Per-row bookkeeping of a step loop: tokens so far, traces, log-probabilities, finish."""
+    """Per-row bookkeeping of a step loop: tokens so far, traces, log-probabilities, finish.
 
-    def __init__(self, rows: int, stop: StopChecker) -> None:
-        self.stop = stop
+    ``stop`` is one ``StopChecker`` for every row, or a list of one per row (mixed batches,
+    whose rows follow different configs).
+    """
+
+    def __init__(self, rows: int, stop: StopChecker | list[StopChecker]) -> None:
+        self.stops = list(stop) if isinstance(stop, (list, tuple)) else [stop] * rows
         self.generated: list[list[int]] = [[] for _ in range(rows)]
         self.steps: list[list[StepTrace]] = [[] for _ in range(rows)]
         self.sum_logprob = [0.0] * rows
@@ -154,9 +159,11 @@ class RowProgress:
     def live(self) -> list[int]:
         return [r for r, f in enumerate(self.finish) if f is None]
 
-    def pad_finished(self, chosen: torch.Tensor, pad: int) -> torch.Tensor:
-        """Rows that already finished get the pad token (their input is ignored from now on)."""
-        done = torch.tensor([f is not None for f in self.finish], device=chosen.device)
+    def pad_finished(self, chosen: torch.Tensor, pad: int, start: int = 0) -> torch.Tensor:
+        """Rows that already finished get the pad token (their input is ignored from now on).
+        ``chosen`` may cover rows ``start …`` of the batch only (one lane of a mixed batch)."""
+        finish = self.finish[start:start + chosen.shape[0]]
+        done = torch.tensor([f is not None for f in finish], device=chosen.device)
         return torch.where(done, torch.full_like(chosen, pad), chosen)
 
     def add(self, chosen: torch.Tensor, raw_logits: torch.Tensor, traces: list[StepTrace]) -> bool:
@@ -170,7 +177,7 @@ class RowProgress:
         for r in live:
             self.generated[r].append(chosen_list[r])
             self.sum_logprob[r] += logp[r]
-            self.finish[r] = self.stop(self.generated[r])
+            self.finish[r] = self.stops[r](self.generated[r])
         return all(f is not None for f in self.finish)
 
     def results(self, lm: LM) -> list[SequenceResult]:
@@ -201,60 +208,174 @@ def decode_batch(lm: LM, prompts: list[list[int]], config: DecodingConfig, *, tr
     that truncated this step, ``surprise``: −log₂ p̂ of the drawn token, in bits).
     Returns, per prompt, its sequences, and the chain's stage names.
     """
-    model = lm.model
-    n = config.num_return_sequences
-    rows = [list(p) for p in prompts for _ in range(n)]
     seeds = seeds if seeds is not None else [config.seed] * len(prompts)
-    groups = [(slice(i * n, (i + 1) * n), new_generator(lm, s)) for i, s in enumerate(seeds)]
-    pad = pad_token_id(lm)
-    input_ids, mask = left_pad(rows, pad)
-    batch, prompt_len = input_ids.shape
-    context_ids = input_ids if mask is None else input_ids.masked_fill(mask == 0, -1)
+    out = decode_mixed(lm, [Request(p, config, s) for p, s in zip(prompts, seeds)],
+                       trace=trace, trace_top=trace_top)
+    return [sequences for sequences, _ in out], out[0][1]
 
-    stages = build_chain(config, lm.eos_token_ids, lm.tokenizer, lm.vocab_size)
-    names = chain_names(stages)
+
+@dataclass(frozen=True)
+class Request:
+    """One prompt of a mixed batch with its own decoding settings (vLLM's per-request
+    ``SamplingParams``): tokenised prompt, config (greedy, sample or mirostat), seed."""
+
+    prompt_ids: list[int]
+    config: DecodingConfig
+    seed: int
+
+
+@dataclass
+class Lane:
+    """The rows of a batch that share one config: its chain, stop rule and generators.
+
+    ``rows`` is the lane's slice of the batch; ``groups`` are ``(rows, generator)`` pairs, one
+    per prompt, relative to the lane (a prompt's ``num_return_sequences`` rows share one).
+    """
+
+    config: DecodingConfig
+    rows: slice
+    stages: list
+    names: list[str]
+    groups: list[tuple[slice, torch.Generator]]
+    mu: torch.Tensor | None = None
+
+    @property
+    def sampling(self) -> bool:
+        return self.config.strategy in ("sample", "mirostat")
+
+    @property
+    def mirostat(self) -> bool:
+        return self.config.strategy == "mirostat"
+
+
+def plan_lanes(lm: LM, requests: list[Request]) -> tuple[list[Lane], list[list[int]], list[int]]:
+    """Group requests with equal configs into lanes (first-appearance order).
+
+    Returns the lanes, the batch's rows (prompt ids, lane by lane) and, per request, the index
+    of its first row.
+    """
+    order: list[DecodingConfig] = []
+    members: dict[int, list[int]] = {}
+    for i, req in enumerate(requests):
+        key = next((k for k, c in enumerate(order) if c == req.config), None)
+        if key is None:
+            key = len(order)
+            order.append(req.config)
+        members.setdefault(key, []).append(i)
+    lanes, rows, first_row = [], [], [0] * len(requests)
+    for key, config in enumerate(order):
+        start, n, groups = len(rows), config.num_return_sequences, []
+        for i in members[key]:
+            first_row[i] = len(rows)
+            groups.append((slice(len(rows) - start, len(rows) - start + n),
+                           new_generator(lm, requests[i].seed)))
+            rows += [list(requests[i].prompt_ids)] * n
+        stages = build_chain(config, lm.eos_token_ids, lm.tokenizer, lm.vocab_size)
+        mu = (initial_mu(config.mirostat_tau, len(rows) - start)
+              if config.strategy == "mirostat" else None)
+        lanes.append(Lane(config, slice(start, len(rows)), stages, chain_names(stages), groups, mu))
+    return lanes, rows, first_row
+
+
+def shared_prefill(model, rows: list[list[int]], pad: int):
+    """Prefill every distinct prompt once and copy its cache to the rows that repeat it
+    (``num_return_sequences`` samples, or one prompt under several configs). Returns
+    (last logits ``(rows, vocab)``, KVState, ``(rows, length)`` left-padded ids, their mask)."""
+    input_ids, mask = left_pad(rows, pad)
+    distinct: dict[tuple[int, ...], int] = {}
+    index = [distinct.setdefault(tuple(r), len(distinct)) for r in rows]
+    if len(distinct) == len(rows):
+        logits, state, _ = prefill(model, input_ids, mask)
+        return logits, state, input_ids, mask
+    unique = [list(r) for r in distinct]
+    # The longest prompt is among the distinct ones, so both paddings have the same length.
+    unique_ids, unique_mask = left_pad(unique, pad)
+    logits, state, _ = prefill(model, unique_ids, unique_mask)
+    expand = torch.tensor(index, dtype=torch.long)
+    state.cache.reorder_cache(expand.to(model.device))
+    if state.attention_mask is not None:
+        state.attention_mask = state.attention_mask[expand.to(state.attention_mask.device)]
+    state.next_position = state.next_position[expand.to(state.next_position.device)]
+    return logits[expand.to(logits.device)], state, input_ids, mask
+
+
+def decode_mixed(lm: LM, requests: list[Request], *, trace: bool = True,
+                 trace_top: int = DEFAULT_TRACE_TOP
+                 ) -> list[tuple[list[SequenceResult], list[str]]]:
+    """Decode requests with different configs (greedy, sampling, mirostat) in one batch.
+
+    Every step reads the weights once for all rows, then each lane applies its own chain and
+    picks its own tokens; a row stops by its own config's rule. Each request gets the tokens it
+    would get alone. Returns, per request, (its sequences, its chain's stage names).
+    """
+    model = lm.model
+    lanes, rows, first_row = plan_lanes(lm, requests)
+    pad = pad_token_id(lm)
+    with torch.inference_mode():
+        logits, state, input_ids, mask = shared_prefill(model, rows, pad)
+    batch, prompt_len = input_ids.shape
+    seq = (input_ids if mask is None else input_ids.masked_fill(mask == 0, -1)).to(lm.device)
     room = lm.max_context - prompt_len
-    max_steps = min(config.max_new_tokens, room)
-    progress = RowProgress(batch, StopChecker(lm, config, max_steps,
-                                              context_bound=room < config.max_new_tokens))
+    stops: list[StopChecker] = []
+    for lane in lanes:
+        max_steps = min(lane.config.max_new_tokens, room)
+        stop = StopChecker(lm, lane.config, max_steps,
+                           context_bound=room < lane.config.max_new_tokens)
+        stops += [stop] * (lane.rows.stop - lane.rows.start)
+    progress = RowProgress(batch, stops)
     texts = TokenTexts(lm.tokenizer)
-    sampling = config.strategy in ("sample", "mirostat")
-    mirostat = config.strategy == "mirostat"
-    mu = initial_mu(config.mirostat_tau, batch) if mirostat else None
-    seq = context_ids.to(lm.device)
+    longest = max(min(lane.config.max_new_tokens, room) for lane in lanes)
 
     with torch.inference_mode():
-        logits, state, _ = prefill(model, input_ids, mask)
-        for step in range(max_steps):
+        for step in range(longest):
             live = progress.live
             check_logits(logits, live, step)
-            ctx = StepContext(input_ids=seq, prompt_length=prompt_len, row_generators=groups,
-                              mirostat_mu=mu)
-            final, history = apply_chain(stages, ctx, logits, record=trace)
-            check_kept(final, live, step)
-            if sampling:
-                probs = torch.softmax(final, dim=-1)
-                chosen = torch.empty(batch, dtype=torch.long, device=final.device)
-                for rows_slice, generator in groups:
-                    chosen[rows_slice] = torch.multinomial(
-                        probs[rows_slice], num_samples=1, generator=generator).squeeze(1)
-            else:
-                chosen = torch.argmax(final, dim=-1)
-            chosen = progress.pad_finished(chosen, pad)
-
-            traces = (record_steps(step, [h.cpu() for h in history], names, chosen.cpu(), live,
-                                   trace_top, texts) if trace else [])
-            if mirostat:
-                observed = -torch.log2(probs.gather(1, chosen[:, None]).squeeze(1)).cpu()
-                for r, st in zip(live, traces):
-                    st.extra = {"mirostat_mu": float(mu[r]), "surprise": float(observed[r])}
-                alive = torch.tensor([r in live for r in range(batch)])
-                mu = torch.where(alive, update_mu(mu, observed, config.mirostat_tau,
-                                                  config.mirostat_eta), mu)
+            chosen = torch.empty(batch, dtype=torch.long, device=logits.device)
+            traces: list[StepTrace] = []
+            for lane in lanes:
+                picked, lane_traces = lane_step(lane, logits, seq, prompt_len, live, step, progress,
+                                                pad, texts, trace, trace_top)
+                chosen[lane.rows] = picked
+                traces += lane_traces
             if progress.add(chosen, logits, traces):
                 break
             seq = torch.cat([seq, chosen[:, None]], dim=-1)
             logits, _ = decode_step(model, chosen, state)
 
     results = progress.results(lm)
-    return [results[i * n:(i + 1) * n] for i in range(len(prompts))], names
+    return [(results[first_row[i]:first_row[i] + req.config.num_return_sequences],
+             next(lane.names for lane in lanes if lane.config == req.config))
+            for i, req in enumerate(requests)]
+
+
+def lane_step(lane: Lane, logits: torch.Tensor, seq: torch.Tensor, prompt_len: int,
+              live: list[int], step: int, progress: RowProgress, pad: int, texts: TokenTexts,
+              trace: bool, trace_top: int) -> tuple[torch.Tensor, list[StepTrace]]:
+    """One step of one lane: its chain over its rows' logits, then argmax or a seeded draw.
+    Returns the lane's tokens (pad for finished rows) and the traces of its live rows."""
+    start = lane.rows.start
+    lane_live = [r - start for r in live if lane.rows.start <= r < lane.rows.stop]
+    ctx = StepContext(input_ids=seq[lane.rows], prompt_length=prompt_len,
+                      row_generators=lane.groups, mirostat_mu=lane.mu)
+    final, history = apply_chain(lane.stages, ctx, logits[lane.rows], record=trace)
+    check_kept(final, lane_live, step)
+    if lane.sampling:
+        probs = torch.softmax(final, dim=-1)
+        chosen = torch.empty(final.shape[0], dtype=torch.long, device=final.device)
+        for rows_slice, generator in lane.groups:
+            chosen[rows_slice] = torch.multinomial(
+                probs[rows_slice], num_samples=1, generator=generator).squeeze(1)
+    else:
+        chosen = torch.argmax(final, dim=-1)
+    chosen = progress.pad_finished(chosen, pad, start)
+
+    traces = (record_steps(step, [h.cpu() for h in history], lane.names, chosen.cpu(), lane_live,
+                           trace_top, texts) if trace else [])
+    if lane.mirostat:
+        observed = -torch.log2(probs.gather(1, chosen[:, None]).squeeze(1)).cpu()
+        for r, st in zip(lane_live, traces):
+            st.extra = {"mirostat_mu": float(lane.mu[r]), "surprise": float(observed[r])}
+        alive = torch.tensor([r in lane_live for r in range(final.shape[0])])
+        lane.mu = torch.where(alive, update_mu(lane.mu, observed, lane.config.mirostat_tau,
+                                               lane.config.mirostat_eta), lane.mu)
+    return chosen, traces

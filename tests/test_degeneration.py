@@ -94,8 +94,9 @@ def test_an_interrupted_run_stays_incomplete_and_writes_no_report(tiny, tmp_path
     assert status["status"] == "incomplete"
     assert status["stopped_by"].startswith("KeyboardInterrupt")
     assert not (path / "report.md").exists() and not (path / "summary.csv").exists()
-    # the first batch: all 3 prompts (the chat one as its template text, same ids)
-    assert len(load_results(path / "results.jsonl")) == 3
+    # the first batch: greedy and top-p 0.95 mixed, each on all 3 prompts (the chat one as its
+    # template text, same ids)
+    assert len(load_results(path / "results.jsonl")) == 6
     assert latest_run("degeneration", tmp_path) is None
     assert latest_run("degeneration", tmp_path, complete_only=False) == path
 
@@ -206,14 +207,35 @@ def test_chat_prompts_share_raw_batches_only_when_their_ids_are_identical(tiny, 
     assert text.startswith("<|im_start|>user\n") and tiny.encode(text, chat=False) == \
         tiny.encode(chat.text, chat=True)
     plan = study.generation_plan(tiny, chosen, PROMPTS, batch_rows=8)
-    # greedy: one batch of 3; beam-4: 2 prompts (8 rows) then 1
-    assert [(s.label, flag, [p.id for p, _ in chunk]) for s, flag, chunk in plan] == [
-        ("greedy", False, ["news-x", "story-x", "chat-x"]),
-        ("beam-4", False, ["news-x", "story-x"]), ("beam-4", False, ["chat-x"])]
+    # greedy: one mixed batch of 3; beam-4: 2 prompts (8 rows) then 1
+    assert [(b.chat, [(s.label, p.id) for s, p, _ in b.items]) for b in plan] == [
+        (False, [("greedy", "news-x"), ("greedy", "story-x"), ("greedy", "chat-x")]),
+        (False, [("beam-4", "news-x"), ("beam-4", "story-x")]),
+        (False, [("beam-4", "chat-x")])]
+    assert [b.rows for b in plan] == [3, 8, 4]
     monkeypatch.setattr(study, "as_raw_text", lambda lm, p: None if p.chat else p.text)
     plan = study.generation_plan(tiny, chosen[:1], PROMPTS, batch_rows=8)
-    assert [(flag, [p.id for p, _ in chunk]) for _, flag, chunk in plan] == [
+    assert [(b.chat, [p.id for _, p, _ in b.items]) for b in plan] == [
         (False, ["news-x", "story-x"]), (True, ["chat-x"])]
+
+
+def test_greedy_and_sampling_strategies_share_batches_prompt_by_prompt(tiny):
+    labels = ["greedy", "top-p 0.9", "greedy + DRY 0.8", "beam-4"]
+    chosen, _ = resolve_strategies(DecodingConfig(max_new_tokens=4), labels)
+    plan = study.generation_plan(tiny, chosen, PROMPTS, batch_rows=4)
+    assert [[(s.label, p.id) for s, p, _ in b.items] for b in plan] == [
+        [("greedy", "news-x"), ("top-p 0.9", "news-x"), ("greedy + DRY 0.8", "news-x"),
+         ("greedy", "story-x")],
+        [("top-p 0.9", "story-x"), ("greedy + DRY 0.8", "story-x"), ("greedy", "chat-x"),
+         ("top-p 0.9", "chat-x")],
+        [("greedy + DRY 0.8", "chat-x")],
+        [("beam-4", "news-x")], [("beam-4", "story-x")], [("beam-4", "chat-x")]]
+    # every item gets the tokens its strategy gives the prompt alone
+    batch = plan[0]
+    sequences = study.generate_group(tiny, [(s, t) for s, _, t in batch.items], batch.chat)
+    for (strategy, prompt, text), seq in zip(batch.items, sequences):
+        alone = generate(tiny, text, strategy.config, chat=False, trace=False).sequences[0]
+        assert seq.token_ids == alone.token_ids
 
 
 def test_identical_strategies_are_grouped():

@@ -190,7 +190,7 @@ def render_report(rows: list[dict], mean, curves, facts: RunFacts) -> str:
         f"raw mode, chat questions go through the chat template). At most "
         f"{s['max_new_tokens']} new tokens, end-of-sequence allowed, seed {s['seed']}, one "
         f"generation per prompt and strategy. Generation took {facts.generation_s:.0f} s "
-        f"({'batched' if facts.batched else 'one prompt at a time'}"
+        f"({'mixed batches of up to ' + str(s.get('batch_rows')) + ' rows' if facts.batched else 'one prompt at a time'}"
         f"{f', {facts.threads} torch thread(s)' if facts.threads else ''}); the whole run "
         f"{facts.total_s:.0f} s.",
         "",
@@ -239,7 +239,10 @@ def render_report(rows: list[dict], mean, curves, facts: RunFacts) -> str:
               "- EOS rate: share of generations that ended with end-of-sequence before the "
               "token limit."]
     if facts.timings:
-        lines += ["", "## Time per strategy", "", "| strategy | seconds |", "|---|---|"]
+        lines += ["", "## Time per strategy", "",
+                  "Greedy and sampling strategies share batches (every strategy of a prompt side "
+                  "by side); a batch's time is shared out by the rows each generation occupied.",
+                  "", "| strategy | seconds |", "|---|---|"]
         lines += [f"| {label} | {t:.1f} |" for label, t in facts.timings.items()]
     return "\n".join(lines) + "\n"
 

@@ -28,6 +28,7 @@ from decoding.diagnostics import (
     self_reinforcement,
     seq_rep_n,
 )
+from decoding.batch import MIXABLE
 from decoding.errors import DecodingLabError, out_of_range
 from decoding.io import write_json_atomic
 from decoding.models import LM
@@ -47,7 +48,7 @@ class DegenerationSettings:
 
     max_new_tokens: int = 200
     # First N prompts of each category; None = all. 8 → 24 openings + 8 chat questions, sized so
-    # that the 15 strategies fit in about 20 minutes on 2 free CPU cores.
+    # that the 15 strategies fit in under 20 minutes on 2 free CPU cores.
     per_category: int | None = 8
     strategies: tuple[str, ...] | None = None  # study labels; None = every strategy
     seed: int = 0
@@ -80,13 +81,14 @@ class DegenerationSettings:
 
 # ---------------------------------------------------------------------- generation
 
-def generate_group(lm: LM, texts: list[str], config: DecodingConfig,
+def generate_group(lm: LM, items: list[tuple[StudyStrategy, str]],
                    chat: bool) -> list[SequenceResult]:
-    """The first returned sequence of every prompt text, generated as one batch (untraced)."""
-    batch = getattr(decoding, "generate_batch", None)
-    if batch is not None:
-        return [g.sequences[0] for g in batch(lm, texts, config, chat=chat, trace=False)]
-    return [decoding.generate(lm, t, config, chat=chat, trace=False).sequences[0] for t in texts]
+    """The first returned sequence of every (strategy, prompt text) item, generated as one mixed
+    batch (untraced): greedy and sampling strategies share the loop, each row with its own
+    chain; beam and contrastive items run as batches of their own strategy."""
+    gens = decoding.generate_mixed(lm, [(text, s.config) for s, text in items], chat=chat,
+                                   trace=False)
+    return [g.sequences[0] for g in gens]
 
 
 def as_raw_text(lm: LM, prompt: Prompt) -> str | None:
@@ -144,15 +146,33 @@ def generation_record(strategy: StudyStrategy, prompt: Prompt, seq: SequenceResu
     }
 
 
-Batch = tuple[StudyStrategy, bool, list[tuple[Prompt, str]]]
+@dataclass
+class Batch:
+    """One batch of the plan: (strategy, prompt, text) items generated together, in chat mode
+    or not. Greedy and sampling strategies are mixed in one batch; a beam or contrastive
+    batch holds one strategy."""
+
+    chat: bool
+    items: list[tuple[StudyStrategy, Prompt, str]]
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows_per_prompt for s, _, _ in self.items)
+
+
+def mixable(strategy: StudyStrategy) -> bool:
+    return strategy.config.strategy in MIXABLE and strategy.rows_per_prompt == 1
 
 
 def generation_plan(lm: LM, strategies: list[StudyStrategy], prompts: PromptSet,
                     batch_rows: int) -> list[Batch]:
-    """(strategy, chat, [(prompt, text)]) batches of at most ``batch_rows`` model rows.
+    """Batches of at most ``batch_rows`` model rows.
 
     Raw prompts and chat prompts whose template text tokenizes back to the same ids share
-    batches (``chat=False``); the others form ``chat=True`` batches.
+    batches (``chat=False``); the others form ``chat=True`` batches. Greedy and sampling
+    strategies are packed prompt by prompt, every strategy of a prompt side by side, so each
+    step reads the weights once for several strategies and a prompt is prefilled once for all
+    of them; beam and contrastive search (several rows per prompt) get batches of their own.
     """
     merged, chat_only = [], []
     for prompt in prompts.prompts:
@@ -161,11 +181,18 @@ def generation_plan(lm: LM, strategies: list[StudyStrategy], prompts: PromptSet,
             chat_only.append((prompt, prompt.text))
         else:
             merged.append((prompt, text))
+    mixed = [s for s in strategies if mixable(s)]
     plan: list[Batch] = []
+    for chat, group in ((False, merged), (True, chat_only)):
+        items = [(s, prompt, text) for prompt, text in group for s in mixed]
+        per_batch = max(1, batch_rows)
+        plan += [Batch(chat, items[i:i + per_batch]) for i in range(0, len(items), per_batch)]
     for strategy in strategies:
+        if mixable(strategy):
+            continue
         per_batch = max(1, batch_rows // strategy.rows_per_prompt)
         for chat, group in ((False, merged), (True, chat_only)):
-            plan += [(strategy, chat, group[i:i + per_batch])
+            plan += [Batch(chat, [(strategy, p, t) for p, t in group[i:i + per_batch]])
                      for i in range(0, len(group), per_batch)]
     return plan
 
@@ -216,32 +243,35 @@ def run_degeneration(lm: LM | None = None, prompts: PromptSet | None = None,
               "prompt_set": prompts.name, "prompt_ids": [p.id for p in prompts.prompts],
               "strategies": [{"label": s.label, "spec": s.spec} for s in strategies],
               "skipped": [{"label": label, "reason": why} for label, why in skipped],
-              "batched": hasattr(decoding, "generate_batch"),
+              "batched": True,
               "torch_threads": torch.get_num_threads()}
 
     with open_run(STUDY_NAME, root, params) as run:
         log(f"run directory: {run.path}")
         started = time.perf_counter()
         plan = generation_plan(lm, strategies, prompts, settings.batch_rows)
-        bar = _progress(sum(len(chunk) for _, _, chunk in plan), progress)
+        bar = _progress(sum(len(batch.items) for batch in plan), progress)
         records: list[dict] = []
         timings: dict[str, float] = {}
         try:
             with open(run.file("results.jsonl"), "a", encoding="utf-8") as out:
-                for strategy, chat, chunk in plan:
+                for batch in plan:
                     t0 = time.perf_counter()
-                    sequences = generate_group(lm, [text for _, text in chunk], strategy.config,
-                                               chat)
+                    sequences = generate_group(lm, [(s, text) for s, _, text in batch.items],
+                                               batch.chat)
                     elapsed = time.perf_counter() - t0
-                    timings[strategy.label] = timings.get(strategy.label, 0.0) + elapsed
-                    for (prompt, _), seq in zip(chunk, sequences):
-                        record = generation_record(strategy, prompt, seq, elapsed / len(chunk))
+                    for (strategy, prompt, _), seq in zip(batch.items, sequences):
+                        # a mixed batch's time is shared out by the rows each item occupied
+                        share = elapsed * strategy.rows_per_prompt / batch.rows
+                        timings[strategy.label] = timings.get(strategy.label, 0.0) + share
+                        record = generation_record(strategy, prompt, seq, share)
                         records.append(record)
                         out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     out.flush()
                     if bar is not None:
-                        bar.update(len(chunk))
-                        bar.set_postfix_str(strategy.label)
+                        bar.update(len(batch.items))
+                        bar.set_postfix_str(", ".join(dict.fromkeys(s.label for s, _, _ in
+                                                                    batch.items)))
                     run.progress(generations=len(records))
         finally:
             if bar is not None:
