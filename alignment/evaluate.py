@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from decoding import DecodingConfig, load_model
-from decoding.batch import generate_batch
+from decoding.batch import generate_mixed
 from decoding.diagnostics import detect_loop, rep_n
 from decoding.errors import DecodingLabError, out_of_range
 from decoding.models import ADAPTER_META, LM, attach_adapter
@@ -151,23 +151,36 @@ class GenerationRecord:
         return dict(self.__dict__)
 
 
-def generate_answers(lm: LM, label: str, items: Sequence[tuple[Any, str]], spec: StrategySpec,
-                     samples: int, chat: bool) -> list[GenerationRecord]:
-    """Every ``(id, prompt)`` answered once (deterministic decodings) or ``samples`` times
-    (sampling: seeds seed, seed+1, …), one batch per sample index. A loop counts when the
-    answer ends in >= 2 cycles covering >= 8 tokens (``detect_loop``)."""
-    runs = samples if spec.config.strategy in ("sample", "mirostat") else 1
+# Model rows per mixed batch: decodings and samples of a model share batches of this size.
+MIXED_ROWS = 64
+
+
+def generate_answers(lm: LM, label: str, items: Sequence[tuple[Any, str]],
+                     spec: StrategySpec | Sequence[StrategySpec], samples: int,
+                     chat: bool) -> list[GenerationRecord]:
+    """Every ``(id, prompt)`` answered once per deterministic decoding and ``samples`` times per
+    sampling one (seeds seed, seed+1, …); records come decoding by decoding, then sample by
+    sample, then item by item. Every decoding and sample runs in shared mixed batches
+    (``decoding.generate_mixed``: one forward pass per step for all of them, the tokens each
+    gets alone). A loop counts when the answer ends in >= 2 cycles covering >= 8 tokens
+    (``answer_loop``)."""
+    specs = [spec] if isinstance(spec, StrategySpec) else list(spec)
+    jobs = []   # (spec, sample index, item id, prompt text, config)
+    for one in specs:
+        runs = samples if one.config.strategy in ("sample", "mirostat") else 1
+        for k in range(runs):
+            config = one.config.replace(seed=one.config.seed + k)
+            jobs += [(one, k, item_id, text, config) for item_id, text in items]
+    gens = generate_mixed(lm, [(text, config) for *_, text, config in jobs], chat=chat,
+                          max_rows=MIXED_ROWS)
     out = []
-    for k in range(runs):
-        config = spec.config.replace(seed=spec.config.seed + k)
-        gens = generate_batch(lm, [text for _, text in items], config, chat=chat)
-        for (item_id, _), gen in zip(items, gens):
-            seq = gen.sequences[0]
-            loop = answer_loop(seq.token_ids)
-            out.append(GenerationRecord(label, spec.label, item_id, k, seq.text, list(seq.token_ids),
-                                        seq.finish_reason,
-                                        loop_period=loop.period if loop else None,
-                                        loop_onset=loop.onset if loop else None))
+    for (one, k, item_id, _, _), gen in zip(jobs, gens):
+        seq = gen.sequences[0]
+        loop = answer_loop(seq.token_ids)
+        out.append(GenerationRecord(label, one.label, item_id, k, seq.text, list(seq.token_ids),
+                                    seq.finish_reason,
+                                    loop_period=loop.period if loop else None,
+                                    loop_onset=loop.onset if loop else None))
     return out
 
 
@@ -322,10 +335,8 @@ def answer_models(base: LM, subjects: Sequence[Subject], items: Sequence[tuple[A
     for subject in subjects:
         note(f"{subject.label}: loading")
         lm = load_subject(subject, base)
-        mine: list[GenerationRecord] = []
-        for spec in specs:
-            note(f"{subject.label}: {spec.label}")
-            mine += generate_answers(lm, subject.label, items, spec, samples, chat)
+        note(f"{subject.label}: {', '.join(spec.label for spec in specs)}")
+        mine = generate_answers(lm, subject.label, items, specs, samples, chat)
         if classifier is not None:
             for g, p in zip(mine, classifier.support_probability([g.text for g in mine])):
                 g.p_support, g.stance = float(p), classifier.label(float(p))

@@ -127,6 +127,11 @@ def test_compare_gives_one_row_per_spec(declab, tiny):
     greedy = generate(tiny, "The cat", DecodingConfig(max_new_tokens=12), chat=False, trace=False)
     assert rows[0]["text"] == greedy.text and rows[0]["n_tokens"] == len(greedy.token_ids)
     assert rows[0]["mean_logprob"] == pytest.approx(greedy.sequences[0].mean_logprob)
+    # the three run as one mixed batch; each gets its own single run's tokens
+    sampled = generate(tiny, "The cat", DecodingConfig(strategy="sample", top_p=0.9,
+                                                       temperature=0.7, max_new_tokens=12),
+                       chat=False, trace=False)
+    assert rows[2]["text"] == sampled.text
     for r in rows:
         assert r["n_tokens"] <= 12 and r["finish_reason"] in ("eos", "length")
         assert set(r) >= {"rep-2", "rep-3", "rep-4", "distinct-2", "loop", "mean_logprob"}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..config import DecodingConfig
 from ..errors import DecodingLabError
-from ..loop import generate
+from ..batch import generate_mixed
 from .loops import LoopReport, detect_loop
 from .metrics import distinct_n, diversity, holtzman_repetition, rep_n, rep_sen, seq_rep_n
 
@@ -101,14 +101,16 @@ def model_pieces(tokenizer, text: str) -> tuple[list[int], list[str]]:
 def compare_rows(lm, prompt: str, specs: list, chat: bool) -> list[dict]:
     """Generate ``prompt`` with every (label, config); one row of measurements each.
 
-    Row keys: label, config (dict), text, pieces (one string per token), n_tokens,
+    The configs run as one mixed batch (``generate_mixed``: each gets the tokens it gets
+    alone). Row keys: label, config (dict), text, pieces (one string per token), n_tokens,
     finish_reason, the ``sequence_metrics`` (non-strict), loop (``LoopReport.to_dict()`` or
-    None), mean_logprob (mean raw log-probability of the generated tokens), elapsed_s.
+    None), mean_logprob (mean raw log-probability of the generated tokens), elapsed_s (wall
+    time of the batch the config ran in).
     """
+    configs = [c if isinstance(c, DecodingConfig) else DecodingConfig(**c) for _, c in specs]
+    gens = generate_mixed(lm, [(prompt, c) for c in configs], chat=chat, trace=False)
     rows = []
-    for label, config in specs:
-        config = config if isinstance(config, DecodingConfig) else DecodingConfig(**config)
-        gen = generate(lm, prompt, config, chat=chat, trace=False)
+    for (label, _), config, gen in zip(specs, configs, gens):
         seq = gen.sequences[0]
         tokens = list(seq.token_ids)
         loop = detect_loop(tokens) if tokens else None
