@@ -13,9 +13,11 @@ Sections:
    (the tied embedding once, as ``lm_head``), so tokens/s cannot exceed read bandwidth ÷ weight
    bytes; the bandwidth is measured in the same run (a ``sum`` over a buffer far larger than
    the caches);
-3. batched throughput of ``decode_batch`` at batch 8 and 16 against batch 1.
+3. batched throughput of ``decode_batch`` at batch 8 and 16 against batch 1;
+4. mixed batches: the degeneration study's greedy and sampling strategies on 4 openings, as
+   one ``generate_mixed`` call against one ``generate_batch`` call per strategy (same tokens).
 
-4. preference training (``alignment.bench``): a straightforward TRL DPO / ORPO run against our
+5. preference training (``alignment.bench``): a straightforward TRL DPO / ORPO run against our
    ``TrainConfig`` defaults, same pairs, epochs and LoRA; ``--skip-training`` leaves it out.
 
 OpenMP: unless ``OMP_WAIT_POLICY`` is already set, the bench picks it before torch loads, from the
@@ -42,7 +44,8 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from decoding import DecodingConfig, fastpath, generate_ids, load_model  # noqa: E402
+from decoding import (DecodingConfig, fastpath, generate_batch, generate_ids,  # noqa: E402
+                      generate_mixed, load_model)
 from decoding.forward import decode_step, prefill  # noqa: E402
 from decoding.io import write_json_atomic  # noqa: E402
 from decoding.loop import decode_batch  # noqa: E402
@@ -247,6 +250,42 @@ def run_batch_bench(lm, tokens: int = 64, repeats: int = 3) -> dict:
     return report
 
 
+# --------------------------------------------------------------------------- mixed batches
+
+def run_mixed_bench(lm, tokens: int = 64, prompts: int = 4, repeats: int = 2) -> dict:
+    """The degeneration study's single-row strategies on ``prompts`` openings: one mixed batch
+    (every strategy of a prompt side by side, the prompt prefilled once) against a batch per
+    strategy. Both sides generate the same tokens (checked)."""
+    from experiments.degeneration.strategies import resolve_strategies
+    from experiments.degeneration.study import mixable
+
+    strategies = [s for s in resolve_strategies(
+        DecodingConfig(max_new_tokens=tokens, min_new_tokens=tokens))[0] if mixable(s)]
+    raw = [p.text for p in load_prompt_set("open_ended").prompts if p.mode == "raw"][:prompts]
+    requests = [(text, s.config) for text in raw for s in strategies]
+    times: dict[str, list[float]] = {"mixed": [], "per strategy": []}
+    same = True
+    for _ in range(repeats):
+        start = time.perf_counter()
+        mixed = generate_mixed(lm, requests, chat=False)
+        times["mixed"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        alone = {s.label: generate_batch(lm, raw, s.config, chat=False) for s in strategies}
+        times["per strategy"].append(time.perf_counter() - start)
+        for k, (text, config) in enumerate(requests):
+            strategy = strategies[k % len(strategies)]
+            same &= (mixed[k].token_ids == alone[strategy.label][raw.index(text)].token_ids)
+    rows = len(requests)
+    mixed_s, split_s = statistics.median(times["mixed"]), statistics.median(times["per strategy"])
+    print(f"  {len(strategies)} strategies x {prompts} prompts = {rows} rows, {tokens} tokens: "
+          f"mixed {rows * tokens / mixed_s:6.1f} tok/s, a batch per strategy "
+          f"{rows * tokens / split_s:6.1f} tok/s   x{split_s / mixed_s:4.2f}   same tokens: {same}",
+          flush=True)
+    return {"strategies": [s.label for s in strategies], "prompts": prompts, "rows": rows,
+            "tokens_per_row": tokens, "mixed_s": mixed_s, "per_strategy_s": split_s,
+            "speedup": split_s / mixed_s, "same_tokens": same, "runs": times}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=64, help="tokens generated per run")
@@ -271,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     bandwidth = run_bandwidth_bench(lm, results[0].median("ours"), args.tokens, args.repeats)
     print("\nBatched greedy throughput (decode_batch, left-padded prompts)")
     batched = run_batch_bench(lm, args.tokens, args.repeats)
+    print("\nMixed batches: the degeneration study's greedy and sampling strategies")
+    mixed = run_mixed_bench(lm, args.tokens)
     training = None
     if not args.skip_training:
         from alignment.bench import bench_training, format_bench
@@ -285,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "load_average": list(load),
         "fast_path": reason is None, "elapsed_s": elapsed,
         "generation": [r.to_dict() for r in results],
-        "bandwidth_bound": bandwidth, "batched": batched, "training": training,
+        "bandwidth_bound": bandwidth, "batched": batched, "mixed": mixed, "training": training,
     }
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = write_json_atomic(Path(args.out) / f"bench-{stamp}.json", report)
