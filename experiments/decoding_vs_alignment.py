@@ -12,7 +12,7 @@ explained by the adapter (row means) and how much by the decoding (column means)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from alignment.stance import StanceConfig, fit_stance_classifier
 from alignment.train import TrainConfig
 from decoding import DecodingConfig, load_model
 from decoding.models import LM
+from decoding.errors import out_of_range
 from decoding.io import write_json_atomic, write_text_atomic
 from decoding.specs import parse_specs
 
@@ -33,6 +34,8 @@ STUDY = "decoding-vs-alignment"
 DECODINGS = ("greedy;beam:num_beams=4;sample:temperature=0.7,top_p=0.95;sample:temperature=1.0,top_p=0.95;"
              "sample:temperature=1.3,top_p=0.95;sample:min_p=0.1;greedy:repetition_penalty=1.2;"
              "greedy:dry_multiplier=0.8")
+SUPPORT_RATIO = 1.0
+LEARNING_RATE = 1e-4
 ADAPTERS = {"dpo-b0.05": ("dpo", 0.05), "dpo-b0.1": ("dpo", 0.1), "dpo-b0.5": ("dpo", 0.5),
             "orpo": ("orpo", 0.1)}
 
@@ -46,11 +49,29 @@ class GridSettings:
     samples: int = 2
     max_new_tokens: int = 64
     test_prompts: int | None = None
+    # Direction and step size of the training. The base already supports most test prompts, so
+    # adapters trained towards support have little room to move it; see the module docstring.
+    support_ratio: float = SUPPORT_RATIO
+    learning_rate: float = LEARNING_RATE
     seed: int = 0
     quick: bool = False
 
     def __post_init__(self) -> None:
         kit.check_counts(self, ("pairs", "epochs", "samples", "max_new_tokens", "test_prompts"))
+        if isinstance(self.support_ratio, bool) or not isinstance(self.support_ratio, (int, float)) \
+                or not 0 <= self.support_ratio <= 1:
+            raise out_of_range("support_ratio", self.support_ratio, "a number in [0, 1]")
+        if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)) \
+                or not 0 < self.learning_rate <= 1:
+            raise out_of_range("learning_rate", self.learning_rate, "a number in (0, 1]")
+
+    @property
+    def direction(self) -> str:
+        if self.support_ratio == 1:
+            return "*support*"
+        if self.support_ratio == 0:
+            return "*oppose*"
+        return f"support on {self.support_ratio:.0%} of the pairs, oppose on the rest"
 
     @classmethod
     def quick_settings(cls) -> "GridSettings":
@@ -86,7 +107,9 @@ def run_grid(settings: GridSettings, root: str = "runs", model: str | None = Non
         trained = {}
         for label in settings.adapters:
             method, beta = ADAPTERS[label]
-            config = TrainConfig(method=method, beta=beta, dataset="stance", support_ratio=1.0,
+            config = TrainConfig(method=method, beta=beta, dataset="stance",
+                                 support_ratio=float(settings.support_ratio),
+                                 learning_rate=float(settings.learning_rate),
                                  data_size=settings.pairs, epochs=settings.epochs, seed=settings.seed)
             trained[label] = kit.train_into_run(run, label, config, base)
             run.progress(trained=list(trained))
@@ -170,8 +193,9 @@ def report(settings, rows, grid, models, decodings, split, shift, classifier, tr
                if split["decoding"] > split["adapter"] else
                "the adapter (and its β) moves the measured stance more than the decoding setting does")
     lines = ["# Decoding vs alignment: what moves the measured stance?", "",
-             f"Embedded SmolLM2-135M-Instruct; adapters trained towards *support* on {settings.pairs} stance "
-             f"pairs, {settings.epochs} epochs; {len(decodings)} decodings; held-out test prompts, "
+             f"Embedded SmolLM2-135M-Instruct; adapters trained towards {settings.direction} on "
+             f"{settings.pairs} stance pairs, {settings.epochs} epochs, learning rate "
+             f"{settings.learning_rate:g}; {len(decodings)} decodings; held-out test prompts, "
              f"{settings.samples} samples per sampling cell, {settings.max_new_tokens} new tokens. Stance "
              f"classifier cross-validated accuracy {classifier['cv_accuracy']:.3f}."
              + (" **Quick run: one adapter, two decodings, 4 prompts.**" if settings.quick else ""), "",
@@ -210,6 +234,14 @@ def report(settings, rows, grid, models, decodings, split, shift, classifier, tr
 
 def main(argv: list[str] | None = None) -> int:
     p = kit.study_parser(STUDY, __doc__, "one small adapter, two decodings, 4 prompts")
+    p.add_argument("--support-ratio", type=float, default=None,
+                   help=f"share of training pairs that prefer the supporting answer, 0..1 "
+                        f"(default {SUPPORT_RATIO:g}; 0 trains every adapter towards oppose)")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate of every adapter (default {LEARNING_RATE:g})")
     args = p.parse_args(argv)
-    run_grid(GridSettings.quick_settings() if args.quick else GridSettings(), args.root, args.model)
+    settings = GridSettings.quick_settings() if args.quick else GridSettings()
+    changes = {k: v for k, v in (("support_ratio", args.support_ratio),
+                                 ("learning_rate", args.lr)) if v is not None}
+    run_grid(replace(settings, **changes) if changes else settings, args.root, args.model)
     return 0

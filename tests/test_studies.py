@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -128,6 +129,23 @@ def test_bad_study_options_exit_2_before_any_work(capsys, tmp_path, monkeypatch)
         app.cli.main(["experiment", "hw6", "--samples", "x", "--root", str(tmp_path)])
     assert exit_info.value.code == 2
     assert not (tmp_path / "hw6").exists()
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"support_ratio": 1.5}, "support_ratio=1.5 is out of range; allowed: a number in [0, 1]"),
+    ({"learning_rate": 0.0}, "learning_rate=0.0 is out of range; allowed: a number in (0, 1]"),
+])
+def test_grid_settings_refuse_bad_training_knobs(changes, message):
+    with pytest.raises(DecodingLabError, match=re.escape(message)):
+        decoding_vs_alignment.GridSettings(**changes)
+    assert "*oppose*" == decoding_vs_alignment.GridSettings(support_ratio=0).direction
+
+
+def test_grid_cli_refuses_a_bad_ratio(tmp_path, capsys):
+    code = app.cli.main(["experiment", "decoding-vs-alignment", "--support-ratio", "2",
+                         "--root", str(tmp_path)])
+    assert code == 2 and "support_ratio=2.0 is out of range" in capsys.readouterr().err
+    assert not (tmp_path / "decoding-vs-alignment").exists()
 
 
 @pytest.mark.parametrize("cls, field", [(hw6.Hw6Settings, "pairs"), (dpo_vs_orpo.DpoOrpoSettings, "samples"),
