@@ -1,8 +1,8 @@
 """``declab experiment decoding-vs-alignment``: does the decoding setting change the measured
 stance more than β does?
 
-A grid of adapters (none; DPO with β ∈ {0.05, 0.1, 0.5}; ORPO), all trained towards *support*
-on the stance set, × decodings (greedy, beam-4, temperature 0.7 / 1.0 / 1.3 with top-p 0.95,
+A grid of adapters (none; DPO with β ∈ {0.05, 0.1, 0.5}; ORPO), all trained towards *oppose*
+on the stance set (the base already supports; ``--support-ratio``, ``--lr``), × decodings (greedy, beam-4, temperature 0.7 / 1.0 / 1.3 with top-p 0.95,
 min-p 0.1, repetition penalty 1.2, DRY 0.8). Every cell: the stance of the held-out test
 prompts' answers (classifier P(support) and support/oppose/neutral), loop rate, EOS rate and the
 KL to the base. Two heatmaps (support %, loop %), the per-step KL / total variation of one
@@ -34,8 +34,14 @@ STUDY = "decoding-vs-alignment"
 DECODINGS = ("greedy;beam:num_beams=4;sample:temperature=0.7,top_p=0.95;sample:temperature=1.0,top_p=0.95;"
              "sample:temperature=1.3,top_p=0.95;sample:min_p=0.1;greedy:repetition_penalty=1.2;"
              "greedy:dry_multiplier=0.8")
-SUPPORT_RATIO = 1.0
-LEARNING_RATE = 1e-4
+# Trained towards *oppose* at 1e-3: the base already supports 93 % of the test prompts under
+# greedy, and at the training default 1e-4 no adapter moves it (hw6, full run: every adapter
+# 93 %, KL to the base about 0.001). Measured: DPO towards oppose at 1e-3 (50 pairs, 3 epochs)
+# takes greedy support from 93 % to 36 % (oppose 43 %), with 14 % of answers looping
+# ("No, no, no, …") and KL 0.18 — an adapter that moves the model, and side effects that
+# decoding can act on.
+SUPPORT_RATIO = 0.0
+LEARNING_RATE = 1e-3
 ADAPTERS = {"dpo-b0.05": ("dpo", 0.05), "dpo-b0.1": ("dpo", 0.1), "dpo-b0.5": ("dpo", 0.5),
             "orpo": ("orpo", 0.1)}
 
