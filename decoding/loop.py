@@ -159,24 +159,30 @@ class RowProgress:
     def live(self) -> list[int]:
         return [r for r, f in enumerate(self.finish) if f is None]
 
-    def pad_finished(self, chosen: torch.Tensor, pad: int, start: int = 0) -> torch.Tensor:
+    def pad_finished(self, chosen: torch.Tensor, pad: int,
+                     where: list[int] | None = None) -> torch.Tensor:
         """Rows that already finished get the pad token (their input is ignored from now on).
-        ``chosen`` may cover rows ``start …`` of the batch only (one lane of a mixed batch)."""
-        finish = self.finish[start:start + chosen.shape[0]]
-        done = torch.tensor([f is not None for f in finish], device=chosen.device)
+        ``where[i]`` is the row of ``chosen[i]`` (default: row i), for a lane of a mixed batch
+        or a batch that dropped finished rows."""
+        rows = range(chosen.shape[0]) if where is None else where
+        done = torch.tensor([self.finish[r] is not None for r in rows], device=chosen.device)
         return torch.where(done, torch.full_like(chosen, pad), chosen)
 
-    def add(self, chosen: torch.Tensor, raw_logits: torch.Tensor, traces: list[StepTrace]) -> bool:
+    def add(self, chosen: torch.Tensor, raw_logits: torch.Tensor, traces: list[StepTrace],
+            where: list[int] | None = None) -> bool:
         """Append this step's tokens of the live rows (and their traces, in live-row order);
-        returns True when every row has finished."""
+        returns True when every row has finished. ``where[i]``: the row of batch position i
+        (default: row i); every live row must be in the batch."""
         live = self.live
+        position = (lambda r: r) if where is None else {r: i for i, r in enumerate(where)}.__getitem__
         logp = torch.log_softmax(raw_logits, dim=-1).gather(1, chosen[:, None]).squeeze(1).tolist()
         for r, st in zip(live, traces):
             self.steps[r].append(st)
         chosen_list = chosen.tolist()
         for r in live:
-            self.generated[r].append(chosen_list[r])
-            self.sum_logprob[r] += logp[r]
+            i = position(r)
+            self.generated[r].append(chosen_list[i])
+            self.sum_logprob[r] += logp[i]
             self.finish[r] = self.stops[r](self.generated[r])
         return all(f is not None for f in self.finish)
 
@@ -305,11 +311,14 @@ def decode_mixed(lm: LM, requests: list[Request], *, trace: bool = True,
     """Decode requests with different configs (greedy, sampling, mirostat) in one batch.
 
     Every step reads the weights once for all rows, then each lane applies its own chain and
-    picks its own tokens; a row stops by its own config's rule. Each request gets the tokens it
-    would get alone. Returns, per request, (its sequences, its chain's stage names).
+    picks its own tokens; a row stops by its own config's rule. Once enough rows have finished
+    (``droppable``), they leave the batch and its cache, so the steps that follow compute only
+    the rows still generating. Each request gets the tokens it would get alone. Returns, per
+    request, (its sequences, its chain's stage names).
     """
     model = lm.model
     lanes, rows, first_row = plan_lanes(lm, requests)
+    names = [(lane.config, lane.names) for lane in lanes]   # lanes may leave the batch
     pad = pad_token_id(lm)
     with torch.inference_mode():
         logits, state, input_ids, mask = shared_prefill(model, rows, pad)
@@ -325,36 +334,93 @@ def decode_mixed(lm: LM, requests: list[Request], *, trace: bool = True,
     progress = RowProgress(batch, stops)
     texts = TokenTexts(lm.tokenizer)
     longest = max(min(lane.config.max_new_tokens, room) for lane in lanes)
+    where = list(range(batch))          # the row of every batch position
 
     with torch.inference_mode():
         for step in range(longest):
-            live = progress.live
-            check_logits(logits, live, step)
-            chosen = torch.empty(batch, dtype=torch.long, device=logits.device)
+            check_logits(logits, [i for i, r in enumerate(where) if progress.finish[r] is None],
+                         step)
+            chosen = torch.empty(len(where), dtype=torch.long, device=logits.device)
             traces: list[StepTrace] = []
             for lane in lanes:
-                picked, lane_traces = lane_step(lane, logits, seq, prompt_len, live, step, progress,
-                                                pad, texts, trace, trace_top)
+                picked, lane_traces = lane_step(lane, logits, seq, prompt_len, where[lane.rows],
+                                                step, progress, pad, texts, trace, trace_top)
                 chosen[lane.rows] = picked
                 traces += lane_traces
-            if progress.add(chosen, logits, traces):
+            if progress.add(chosen, logits, traces, where):
                 break
+            keep = droppable(lanes, where, progress)
+            if keep is not None:
+                index = torch.tensor(keep, dtype=torch.long, device=chosen.device)
+                lanes = shrink_lanes(lanes, keep)
+                where = [where[i] for i in keep]
+                chosen, seq = chosen[index], seq[index]
+                state.cache.reorder_cache(index)
+                if state.attention_mask is not None:
+                    state.attention_mask = state.attention_mask[index]
+                state.next_position = state.next_position[index]
             seq = torch.cat([seq, chosen[:, None]], dim=-1)
             logits, _ = decode_step(model, chosen, state)
 
     results = progress.results(lm)
     return [(results[first_row[i]:first_row[i] + req.config.num_return_sequences],
-             next(lane.names for lane in lanes if lane.config == req.config))
+             next(chain for config, chain in names if config == req.config))
             for i, req in enumerate(requests)]
 
 
+# Finished rows leave a mixed batch once they are at least this share of it.
+DROP_SHARE = 1 / 8
+
+
+def droppable(lanes: list[Lane], where: list[int], progress: RowProgress) -> list[int] | None:
+    """Batch positions to keep when enough rows have finished, else None.
+
+    A prompt's ``num_return_sequences`` rows draw from one generator in one ``multinomial``
+    call, and the draws depend on how many rows take part, so a group leaves only when all its
+    rows have finished.
+    """
+    keep = []
+    for lane in lanes:
+        for rows_slice, _ in lane.groups:
+            positions = range(lane.rows.start + rows_slice.start, lane.rows.start + rows_slice.stop)
+            if any(progress.finish[where[p]] is None for p in positions):
+                keep += positions
+    dropped = len(where) - len(keep)
+    if dropped == 0 or dropped < DROP_SHARE * len(where):
+        return None
+    return keep
+
+
+def shrink_lanes(lanes: list[Lane], keep: list[int]) -> list[Lane]:
+    """The lanes over the kept positions (whole groups, in order): their slices, generators and
+    mirostat μ; lanes left without rows disappear."""
+    kept = set(keep)
+    out, start = [], 0
+    for lane in lanes:
+        groups, local = [], []
+        for rows_slice, generator in lane.groups:
+            first = lane.rows.start + rows_slice.start
+            if first in kept:
+                size = rows_slice.stop - rows_slice.start
+                groups.append((slice(len(local), len(local) + size), generator))
+                local += range(rows_slice.start, rows_slice.stop)
+        if not groups:
+            continue
+        mu = None if lane.mu is None else lane.mu[torch.tensor(local, dtype=torch.long)]
+        out.append(Lane(lane.config, slice(start, start + len(local)), lane.stages, lane.names,
+                        groups, mu))
+        start += len(local)
+    return out
+
+
 def lane_step(lane: Lane, logits: torch.Tensor, seq: torch.Tensor, prompt_len: int,
-              live: list[int], step: int, progress: RowProgress, pad: int, texts: TokenTexts,
-              trace: bool, trace_top: int) -> tuple[torch.Tensor, list[StepTrace]]:
+              lane_rows: list[int], step: int, progress: RowProgress, pad: int,
+              texts: TokenTexts, trace: bool, trace_top: int
+              ) -> tuple[torch.Tensor, list[StepTrace]]:
     """One step of one lane: its chain over its rows' logits, then argmax or a seeded draw.
-    Returns the lane's tokens (pad for finished rows) and the traces of its live rows."""
-    start = lane.rows.start
-    lane_live = [r - start for r in live if lane.rows.start <= r < lane.rows.stop]
+    ``lane_rows``: the row of each of the lane's batch positions. Returns the lane's tokens
+    (pad for finished rows) and the traces of its live rows."""
+    lane_live = [i for i, r in enumerate(lane_rows) if progress.finish[r] is None]
     ctx = StepContext(input_ids=seq[lane.rows], prompt_length=prompt_len,
                       row_generators=lane.groups, mirostat_mu=lane.mu)
     final, history = apply_chain(lane.stages, ctx, logits[lane.rows], record=trace)
@@ -367,7 +433,7 @@ def lane_step(lane: Lane, logits: torch.Tensor, seq: torch.Tensor, prompt_len: i
                 probs[rows_slice], num_samples=1, generator=generator).squeeze(1)
     else:
         chosen = torch.argmax(final, dim=-1)
-    chosen = progress.pad_finished(chosen, pad, start)
+    chosen = progress.pad_finished(chosen, pad, lane_rows)
 
     traces = (record_steps(step, [h.cpu() for h in history], lane.names, chosen.cpu(), lane_live,
                            trace_top, texts) if trace else [])

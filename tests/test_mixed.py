@@ -99,3 +99,50 @@ def test_mixed_bad_input(tiny, requests, match):
 def test_mixed_bad_max_rows(tiny):
     with pytest.raises(ConfigError, match="max_rows=0"):
         generate_mixed(tiny, [("The cat", DecodingConfig())], max_rows=0)
+
+
+def test_rows_that_finish_early_leave_the_batch_without_changing_tokens(tiny, monkeypatch):
+    import decoding.loop as loop
+
+    calls = []
+    real = loop.shrink_lanes
+    monkeypatch.setattr(loop, "shrink_lanes", lambda lanes, keep: calls.append(len(keep)) or
+                        real(lanes, keep))
+    configs = [DecodingConfig(max_new_tokens=n, ignore_eos=True) for n in (2, 5, 9)] + [
+        DecodingConfig(strategy="sample", seed=4, top_p=0.9, num_return_sequences=2,
+                       max_new_tokens=7, ignore_eos=True),
+        DecodingConfig(strategy="mirostat", seed=2, max_new_tokens=4, ignore_eos=True),
+        DecodingConfig(max_new_tokens=13, repetition_penalty=1.3, no_repeat_ngram_size=2,
+                       ignore_eos=True),
+        DecodingConfig(strategy="sample", seed=9, min_p=0.05, max_new_tokens=3, ignore_eos=True,
+                       xtc_probability=0.5, xtc_threshold=0.006)]
+    requests = [(PROMPTS[i % len(PROMPTS)], c) for i, c in enumerate(configs)]
+    gens = generate_mixed(tiny, requests, trace=True, trace_top=3)
+    assert calls and calls == sorted(calls, reverse=True) and calls[-1] < len(configs) + 1
+    for (prompt, config), gen in zip(requests, gens):
+        single = generate(tiny, prompt, config, trace_top=3)
+        same(gen, single)
+        assert [len(s.steps) for s in gen.sequences] == [len(s.token_ids) for s in gen.sequences]
+        assert [s.prob_final for s in gen.steps] == pytest.approx(
+            [s.prob_final for s in single.steps], abs=1e-5)
+
+
+def test_a_group_of_samples_leaves_only_when_all_its_rows_are_done(tiny):
+    import decoding.loop as loop
+
+    sample = DecodingConfig(strategy="sample", num_return_sequences=2, max_new_tokens=4)
+    greedy = DecodingConfig(max_new_tokens=4)
+    ids = tiny.encode(PROMPTS[0])
+    lanes, rows, _ = plan_lanes(tiny, [Request(ids, greedy, 0), Request(ids, sample, 0),
+                                       Request(ids, sample, 1)])
+    progress = loop.RowProgress(len(rows), [lambda ids: None] * len(rows))
+    where = list(range(len(rows)))
+    progress.finish[1] = "eos"                       # one sample of the first group
+    assert loop.droppable(lanes, where, progress) is None
+    progress.finish[2] = "eos"                       # the whole first group
+    keep = loop.droppable(lanes, where, progress)
+    assert keep == [0, 3, 4]
+    shrunk = loop.shrink_lanes(lanes, keep)
+    assert [(lane.rows.start, lane.rows.stop) for lane in shrunk] == [(0, 1), (1, 3)]
+    assert [(g.start, g.stop) for g, _ in shrunk[1].groups] == [(0, 2)]
+    assert shrunk[1].groups[0][1] is lanes[1].groups[1][1]   # the second prompt's generator

@@ -37,8 +37,9 @@ def build_parser(prog: str = "declab experiment degeneration") -> argparse.Argum
         "Study strategy labels separated by ';' (default: all): "
         + "; ".join(label for label, _ in STUDY_STRATEGIES)))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-rows", type=int, default=64,
-                   help="Model rows per batch (a beam-8 prompt takes 8).")
+    p.add_argument("--batch-rows", type=int, default=DegenerationSettings.batch_rows,
+                   help="Model rows per batch (a beam-8 prompt takes 8; greedy and sampling "
+                        "strategies share batches, one row each).")
     p.add_argument("--threads", default="auto", help=(
         "torch CPU threads (default auto: torch's own choice, or 1 when the machine is already "
         "busy, i.e. the 1-minute load average >= the CPU count; OpenMP threads spin-wait, and on "

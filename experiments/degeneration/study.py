@@ -52,7 +52,9 @@ class DegenerationSettings:
     per_category: int | None = 8
     strategies: tuple[str, ...] | None = None  # study labels; None = every strategy
     seed: int = 0
-    batch_rows: int = 64                   # model rows per batch (a beam-8 prompt takes 8)
+    # Model rows per batch (a beam-8 prompt takes 8). On 2 cores a 128-row decode step costs
+    # about 1.7x a 64-row one (measured), and finished rows leave the batch as they go.
+    batch_rows: int = 128
     reinforcement_repeats: int = 10
     reinforcement_sentences: int | None = None  # None = every shipped sentence
     quick: bool = False
