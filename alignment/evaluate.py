@@ -115,7 +115,8 @@ def load_subject(subject: Subject, base: LM) -> LM:
     """The adapter's model: a copy of the base with the LoRA weights merged in, so that
     generation takes the plain-Llama fast path. The base LM is never modified (PEFT wraps the
     module it is given in place, hence the copy). Merging changes the products' rounding, not
-    the model (about 1e-6 in the logits)."""
+    the model (about 1e-6 in the logits). The merged weights are frozen (requires_grad False);
+    the fast path mirrors transformers for those too (``tests/test_evaluate.py``)."""
     if subject.adapter is None:
         return base
     lm = attach_adapter(dataclasses.replace(base, model=copy.deepcopy(base.model)), subject.adapter)

@@ -428,10 +428,19 @@ class FastLlama:
         if hidden is not None:   # transformers ties hidden_states[-1] to the normed last state
             hidden[-1] = h
         h = h.view(batch, q_len, -1)
-        # slice_logits_to_keep(hidden, 1), then lm_head
-        last = h[:, -1, :] if keep_last else h.reshape(batch * q_len, -1)
-        logits = split_linear(last, self.lm_head, None, self.lm_head_split)
-        logits = logits.view(batch, 1 if keep_last else q_len, -1)
+        if keep_last and q_len > 1:
+            # a prefill: transformers' own call, ``lm_head(hidden[:, -1:, :])`` on the strided
+            # 3-D slice. torch's matmul (``should_fold``, ATen LinearAlgebra.cpp) folds that
+            # slice into one GEMM only when the weight requires grad, and otherwise runs a bmm
+            # of single rows, which rounds differently: so a frozen model (a merged adapter,
+            # ``requires_grad_(False)``) needs this exact call to keep the same bits
+            logits = F.linear(h[:, -1:, :], self.lm_head)
+        else:
+            # slice_logits_to_keep(hidden, 1) of a one-token step is contiguous and always
+            # folds: the 2-D product (row-split or not) is the same GEMM
+            last = h[:, -1, :] if keep_last else h.reshape(batch * q_len, -1)
+            logits = split_linear(last, self.lm_head, None, self.lm_head_split)
+            logits = logits.view(batch, 1 if keep_last else q_len, -1)
         return FastOutput(logits=logits, past_key_values=cache, hidden_states=None if hidden is None
                           else tuple(t.view(batch, q_len, -1) for t in hidden))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -213,3 +214,15 @@ def test_adapter_without_metadata_and_bad_max_prompts_are_refused(tmp_path, caps
         ev.EvalConfig(max_prompts=0)
     assert app.cli.main(["evaluate", "--max-prompts", "0"]) == 2
     assert "max_prompts=0" in capsys.readouterr().err
+
+
+def test_a_merged_adapter_keeps_the_fast_path(adapter):
+    """load_subject merges the LoRA weights so that generation runs on the plain-Llama fast path;
+    the merged weights are frozen, which once failed the fast path's self-check."""
+    from decoding import fastpath
+
+    lm = ev.load_subject(ev.Subject.of_adapter(str(adapter)), tiny_lm())
+    assert not any(p.requires_grad for p in lm.model.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert fastpath.fast_model(lm.model) is not None
