@@ -39,6 +39,22 @@ def study_parser(name: str, doc: str | None, quick_help: str) -> argparse.Argume
     return p
 
 
+def add_training_flags(p: argparse.ArgumentParser, support_ratio: float, learning_rate: float,
+                       ratio_help: str) -> None:
+    """``--support-ratio`` and ``--lr``: a study's training direction and step size (None: the
+    study's default, validated by its settings)."""
+    p.add_argument("--support-ratio", type=float, default=None,
+                   help=f"{ratio_help} (default {support_ratio:g}; 0: towards oppose, 1: towards support)")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate of every adapter (default {learning_rate:g})")
+
+
+def training_changes(args: argparse.Namespace) -> dict[str, float]:
+    """The settings ``add_training_flags``' options override (none given: none)."""
+    return {k: v for k, v in (("support_ratio", args.support_ratio), ("learning_rate", args.lr))
+            if v is not None}
+
+
 def check_counts(settings: Any, names: Sequence[str]) -> None:
     """Study settings that count things (pairs, epochs, samples, tokens, prompts) must be
     integers >= 1; None stays allowed where the field means "all"."""
@@ -48,6 +64,25 @@ def check_counts(settings: Any, names: Sequence[str]) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise out_of_range(name, value, "an integer >= 1")
+
+
+def check_training_knobs(settings: Any) -> None:
+    """``support_ratio`` in [0, 1] and ``learning_rate`` in (0, 1], the training knobs a study
+    exposes on its command line."""
+    ratio, rate = settings.support_ratio, settings.learning_rate
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+        raise out_of_range("support_ratio", ratio, "a number in [0, 1]")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1:
+        raise out_of_range("learning_rate", rate, "a number in (0, 1]")
+
+
+def direction(support_ratio: float) -> str:
+    """The stance a training set pulls towards, in words for a report."""
+    if support_ratio == 1:
+        return "*support*"
+    if support_ratio == 0:
+        return "*oppose*"
+    return f"support on {support_ratio:.0%} of the pairs, oppose on the rest"
 
 
 def note(text: str) -> None:

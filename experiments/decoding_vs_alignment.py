@@ -23,7 +23,6 @@ from alignment.stance import StanceConfig, fit_stance_classifier
 from alignment.train import TrainConfig
 from decoding import DecodingConfig, load_model
 from decoding.models import LM
-from decoding.errors import out_of_range
 from decoding.io import write_json_atomic, write_text_atomic
 from decoding.specs import parse_specs
 
@@ -64,20 +63,11 @@ class GridSettings:
 
     def __post_init__(self) -> None:
         kit.check_counts(self, ("pairs", "epochs", "samples", "max_new_tokens", "test_prompts"))
-        if isinstance(self.support_ratio, bool) or not isinstance(self.support_ratio, (int, float)) \
-                or not 0 <= self.support_ratio <= 1:
-            raise out_of_range("support_ratio", self.support_ratio, "a number in [0, 1]")
-        if isinstance(self.learning_rate, bool) or not isinstance(self.learning_rate, (int, float)) \
-                or not 0 < self.learning_rate <= 1:
-            raise out_of_range("learning_rate", self.learning_rate, "a number in (0, 1]")
+        kit.check_training_knobs(self)
 
     @property
     def direction(self) -> str:
-        if self.support_ratio == 1:
-            return "*support*"
-        if self.support_ratio == 0:
-            return "*oppose*"
-        return f"support on {self.support_ratio:.0%} of the pairs, oppose on the rest"
+        return kit.direction(self.support_ratio)
 
     @classmethod
     def quick_settings(cls) -> "GridSettings":
@@ -240,14 +230,10 @@ def report(settings, rows, grid, models, decodings, split, shift, classifier, tr
 
 def main(argv: list[str] | None = None) -> int:
     p = kit.study_parser(STUDY, __doc__, "one small adapter, two decodings, 4 prompts")
-    p.add_argument("--support-ratio", type=float, default=None,
-                   help=f"share of training pairs that prefer the supporting answer, 0..1 "
-                        f"(default {SUPPORT_RATIO:g}; 0 trains every adapter towards oppose)")
-    p.add_argument("--lr", type=float, default=None,
-                   help=f"learning rate of every adapter (default {LEARNING_RATE:g})")
+    kit.add_training_flags(p, SUPPORT_RATIO, LEARNING_RATE,
+                           "share of training pairs that prefer the supporting answer, 0..1")
     args = p.parse_args(argv)
     settings = GridSettings.quick_settings() if args.quick else GridSettings()
-    changes = {k: v for k, v in (("support_ratio", args.support_ratio),
-                                 ("learning_rate", args.lr)) if v is not None}
+    changes = kit.training_changes(args)
     run_grid(replace(settings, **changes) if changes else settings, args.root, args.model)
     return 0

@@ -9,7 +9,7 @@ ORPO. Here:
   the answer cut at its first natural end + EOS as chosen), *without* the pairs mined from the
   ``template_loop`` prompts; those nine Alpaca prompts are the held-out test. Decoded raw, with
   end-of-sequence allowed: does the model now stop, and stop looping?
-- **stance**: DPO and ORPO adapters on the stance set (support_ratio 1), answers to the held-out
+- **stance**: DPO and ORPO adapters on the stance set (``--support-ratio``, default 1), answers to the held-out
   test prompts in chat mode: stance beside the same side effects.
 
 Under greedy, beam-4, top-p 0.9 and min-p 0.1: mean output length (characters and tokens), loop
@@ -20,7 +20,7 @@ seed's and says whether the same ordering (base > DPO > ORPO) appears.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -42,6 +42,8 @@ from .runs import open_run
 STUDY = "dpo-vs-orpo"
 SEED_CHARS = {"base": 3785, "dpo": 3397, "orpo": 1792}   # seed report, 4-bit 7B model
 HELD_OUT_SOURCE = "template_loop"
+LEARNING_RATE = 1e-4
+STANCE_SUPPORT_RATIO = 1.0
 
 
 @dataclass(frozen=True)
@@ -55,11 +57,15 @@ class DpoOrpoSettings:
     stance_tokens: int = 80
     test_prompts: int | None = None
     stance_part: bool = True
+    # every adapter's learning rate, and the direction of the stance part's training pairs
+    learning_rate: float = LEARNING_RATE
+    support_ratio: float = STANCE_SUPPORT_RATIO
     seed: int = 0
     quick: bool = False
 
     def __post_init__(self) -> None:
         kit.check_counts(self, ("epochs", "train_pairs", "stance_pairs", "samples", "max_new_tokens", "stance_tokens", "test_prompts"))
+        kit.check_training_knobs(self)
 
     @classmethod
     def quick_settings(cls) -> "DpoOrpoSettings":
@@ -90,12 +96,15 @@ def run_dpo_vs_orpo(settings: DpoOrpoSettings, root: str = "runs", model: str | 
         trained = {}
         for method in ("dpo", "orpo"):
             config = TrainConfig(method=method, dataset=train_file, chat=False, epochs=settings.epochs,
-                                 data_size=settings.train_pairs, seed=settings.seed)
+                                 data_size=settings.train_pairs, seed=settings.seed,
+                                 learning_rate=float(settings.learning_rate))
             trained[f"{method}-antirep"] = kit.train_into_run(run, f"{method}-antirep", config, base)
         if settings.stance_part:
             for method in ("dpo", "orpo"):
-                config = TrainConfig(method=method, dataset="stance", support_ratio=1.0,
-                                     data_size=settings.stance_pairs, epochs=settings.epochs, seed=settings.seed)
+                config = TrainConfig(method=method, dataset="stance",
+                                     support_ratio=float(settings.support_ratio),
+                                     data_size=settings.stance_pairs, epochs=settings.epochs, seed=settings.seed,
+                                     learning_rate=float(settings.learning_rate))
                 trained[f"{method}-stance"] = kit.train_into_run(run, f"{method}-stance", config, base)
         run.progress(trained=list(trained))
 
@@ -172,7 +181,8 @@ def report(settings, rows, trained, n_train, n_test, classifier, anti) -> str:
     stance_rows = [r for r in rows if r["part"] == "stance"]
     first = anti_rows[0]["decoding"]
     lines = ["# DPO vs ORPO against repetition (and on stance)", "",
-             f"Embedded SmolLM2-135M-Instruct, LoRA r=8 on q/k/v/o, {settings.epochs} epochs. Anti-repetition "
+             f"Embedded SmolLM2-135M-Instruct, LoRA r=8 on q/k/v/o, {settings.epochs} epochs, learning "
+             f"rate {settings.learning_rate:g}. Anti-repetition "
              f"adapters trained on {n_train} pairs mined from the model's own greedy loops (raw mode); "
              f"tested on {n_test} held-out Alpaca-style template prompts, raw, end-of-sequence allowed, "
              f"{settings.max_new_tokens} new tokens at most."
@@ -190,7 +200,9 @@ def report(settings, rows, trained, n_train, n_test, classifier, anti) -> str:
               "ordering and the ratios, not the absolute numbers.", ""]
     if stance_rows:
         lines += ["## Stance set", "",
-                  f"Stance classifier cross-validated accuracy {classifier['cv_accuracy']:.3f}.", ""]
+                  f"Adapters trained towards {kit.direction(settings.support_ratio)} on "
+                  f"{settings.stance_pairs} pairs; stance classifier cross-validated accuracy "
+                  f"{classifier['cv_accuracy']:.3f}.", ""]
         lines += kit.md_table(stance_rows, STANCE_COLUMNS)
         lines.append("")
     lines += ["## Training", ""]
@@ -210,6 +222,10 @@ def report(settings, rows, trained, n_train, n_test, classifier, anti) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = kit.study_parser(STUDY, __doc__, "small training, 4 test prompts, greedy only")
+    kit.add_training_flags(p, STANCE_SUPPORT_RATIO, LEARNING_RATE,
+                           "stance part: share of training pairs that prefer the supporting answer, 0..1")
     args = p.parse_args(argv)
-    run_dpo_vs_orpo(DpoOrpoSettings.quick_settings() if args.quick else DpoOrpoSettings(), args.root, args.model)
+    settings = DpoOrpoSettings.quick_settings() if args.quick else DpoOrpoSettings()
+    changes = kit.training_changes(args)
+    run_dpo_vs_orpo(replace(settings, **changes) if changes else settings, args.root, args.model)
     return 0

@@ -153,3 +153,17 @@ def test_grid_cli_refuses_a_bad_ratio(tmp_path, capsys):
 def test_study_settings_refuse_non_positive_counts(cls, field):
     with pytest.raises(DecodingLabError, match=f"{field}=0 is out of range"):
         cls(**{field: 0})
+
+
+@pytest.mark.parametrize("study", ["dpo-vs-orpo", "decoding-vs-alignment"])
+def test_training_flags_are_validated_before_any_work(study, tmp_path, capsys):
+    code = app.cli.main(["experiment", study, "--lr", "0", "--root", str(tmp_path)])
+    assert code == 2 and "learning_rate=0.0 is out of range; allowed: a number in (0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / study).exists()
+
+
+def test_dpo_vs_orpo_takes_the_training_direction_and_rate():
+    settings = dpo_vs_orpo.DpoOrpoSettings(support_ratio=0, learning_rate=1e-3)
+    assert (settings.support_ratio, settings.learning_rate) == (0, 1e-3)
+    with pytest.raises(DecodingLabError, match=re.escape("support_ratio=-0.5 is out of range")):
+        dpo_vs_orpo.DpoOrpoSettings(support_ratio=-0.5)
