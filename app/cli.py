@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from app.interrupts import accept_interrupts
 from decoding.errors import DecodingLabError
 
 COMMAND_MODULES = [
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    accept_interrupts()        # a background launch may have inherited SIGINT ignored
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -191,15 +191,21 @@ def test_a_cli_error_is_shown_in_an_error_box(at, dirs):
 
 
 def test_stop_interrupts_the_run_and_leaves_no_partial_output(tmp_path):
-    """``stop`` sends SIGINT to the process group: a Python child sees KeyboardInterrupt."""
+    """``stop`` sends SIGINT to the process group: a Python child sees KeyboardInterrupt, even
+    one started with SIGINT ignored (a background launch without job control, as CI may do),
+    because it calls ``accept_interrupts`` as ``declab`` does."""
+    import signal
     import subprocess
     import sys
 
     script = ("import time, pathlib\n"
+              "from app.interrupts import accept_interrupts\n"
+              "assert accept_interrupts()\n"
               "try:\n    print('ready', flush=True); time.sleep(60)\n"
               "except KeyboardInterrupt:\n    pathlib.Path('interrupted').write_text('yes')\n    raise SystemExit(130)\n")
     process = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
-                               start_new_session=True, text=True)
+                               start_new_session=True, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert process.stdout.readline().strip() == "ready"
     train_runs.stop(process)
     assert process.wait(timeout=30) == 130
