@@ -1,0 +1,496 @@
+"""Loops as a reader sees them: verbatim, near-verbatim and templated, at the end or mid-text.
+
+``detect_loop`` (``loops.py``) answers one question: does the token sequence *end* in a phrase
+repeated verbatim? ``find_loops`` answers the reader's question: where does the text start
+going round in circles, and how? Each ``LoopFinding`` has a **kind**:
+
+- ``exact``: cycles identical word for word (Holtzman et al. 2020's "phrase repeated
+  consecutively"), found on the tokens themselves, so any period, tail or mid-text;
+- ``near``: cycles that are the same text with small edits, most cycles identical;
+- ``template``: a repeated **frame** with short **slots** that change cycle after cycle
+  ("The animals are all in horror. / ... in terror. / ... in fear.", "### D-One: ### D-Two:");
+  the finding reports the frame and each cycle's slot values.
+
+The rule, in three passes (every threshold is a field of ``LoopRule``):
+
+1. **Token pass (exact).** For each period ``p <= max_period`` the matches ``x[i] = x[i - p]``
+   form runs; a run of ``r`` matches is a periodic stretch of ``r + p`` tokens, ``(r + p) // p``
+   complete cycles. A stretch counts with ``min_cycles_tail`` cycles when it reaches the end of
+   the text (the exact report, as ``detect_loop``) and ``min_cycles_mid`` cycles elsewhere.
+2. **Unit pass (near, template; exact across whitespace).** The text is cut into units at
+   sentence ends, colons and semicolons followed by space, and newlines (a bare list marker
+   "3." stays with its item). Unit ``i`` *matches* unit ``i + k`` when their words (``\\w+`` or a
+   run of punctuation) are equal, or when their longest common subsequence covers
+   ``similarity`` of the longer one. A run of matches at lag ``k`` (``k <= max_unit_lag``)
+   is a loop of ``k``-unit cycles. Its frame is the common subsequence of all cycles; the
+   words outside it are the slots. ``template``: at most ``max_slots`` slot positions, none
+   longer than ``max_slot_words`` words, and the slot values change in at least half the cycles;
+   ``near``: otherwise, and at least half the cycle pairs identical; ``exact`` when every cycle
+   has the same words (e.g. cycles that differ only in line breaks). Near and template loops
+   need ``min_cycles_similar`` cycles.
+3. **Overlaps.** Candidates covering the same stretch are resolved by covered characters, the
+   longer wins (an exact stretch inside a near loop gives way to the near loop).
+
+**Whitespace is not a loop**: cycles with no word character ("\\n\\n", "  ", "---") are dropped
+in both passes, and units are compared by words, so line breaks never make or break a cycle.
+A finding that ends before the text does (more than ``max_trailing_words`` words follow it,
+other than an unfinished cycle) is a loop that **stopped**: ``ends_early`` is True.
+
+Tokens: model token ids with their texts (``pieces``, one string per token, whose
+concatenation is the text), or a ``str``, which is split into whitespace tokens with their
+exact character offsets. Without ``pieces`` only the token pass runs (there is no text).
+
+Cost: the token pass is ``O(n · max_period)`` vectorised comparisons; the unit pass compares
+each unit with the ``max_unit_lag`` units after it, each comparison bounded by
+``max_unit_words``², so both are linear in the text length for fixed settings
+(``experiments.bench --loops`` measures 500 to 8,000 tokens).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from numbers import Integral, Real
+
+import numpy as np
+
+from ..errors import DecodingLabError, out_of_range
+from .loops import Span, _dense_ids
+
+KINDS = ("exact", "near", "template")
+
+
+@dataclass(frozen=True)
+class LoopRule:
+    """The thresholds of ``find_loops`` (tuned on the dev split of the labelled loop set)."""
+
+    min_cycles_tail: int = field(default=2, metadata={"help": "Complete cycles an exact loop "
+                                 "that runs to the end of the text needs (detect_loop's rule). >= 2."})
+    min_cycles_mid: int = field(default=3, metadata={"help": "Complete cycles an exact stretch "
+                                "that stops before the end needs. >= 2."})
+    min_cycles_similar: int = field(default=3, metadata={"help": "Complete cycles a near or "
+                                    "template loop needs. >= 2."})
+    min_loop_words: int = field(default=6, metadata={"help": "Words a loop must cover (all "
+                                "cycles together): 'no no' is emphasis, not a loop. >= 1."})
+    max_period: int = field(default=200, metadata={"help": "Longest cycle of the token pass, in "
+                            "tokens; longer cycles are found by the unit pass. >= 1."})
+    max_unit_lag: int = field(default=8, metadata={"help": "Most units (sentences, lines) in "
+                              "one cycle of the unit pass. >= 1."})
+    max_unit_words: int = field(default=80, metadata={"help": "Units longer than this many words "
+                                "match only when identical (bounds the comparison cost). >= 1."})
+    similarity: float = field(default=0.7, metadata={"help": "Share of the longer unit's words "
+                              "that a common subsequence must cover for two units to match. (0, 1]."})
+    max_slot_words: int = field(default=4, metadata={"help": "Longest slot value of a template "
+                                "loop, in words. >= 1."})
+    min_frame_words: int = field(default=3, metadata={"help": "Words (not punctuation) the frame "
+                                 "of a near or template loop needs, unless it has "
+                                 "min_cycles_short_frame cycles. >= 1."})
+    min_cycles_short_frame: int = field(default=5, metadata={"help": "Cycles that make a loop of "
+                                        "a shorter frame ('### D-One: ### D-Two: ...'). >= 2."})
+    max_slots: int = field(default=3, metadata={"help": "Most slot positions per cycle of a "
+                           "template loop. >= 1."})
+    max_trailing_words: int = field(default=2, metadata={"help": "Words after a loop that still "
+                                    "count as its end (not a loop that stopped). >= 0."})
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "similarity":
+                if (isinstance(value, bool) or not isinstance(value, Real)
+                        or not 0 < value <= 1):
+                    raise out_of_range(f.name, value, "a number in (0, 1]")
+                continue
+            low = 2 if f.name.startswith("min_cycles") else 0 if f.name == "max_trailing_words" else 1
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+                raise out_of_range(f.name, value, f"an integer {f.name} >= {low}")
+
+
+@dataclass(frozen=True)
+class LoopFinding:
+    """One loop: its kind, where it starts (token and character), its cycles and span.
+
+    ``spans`` are the token spans of the complete cycles (equal lengths for ``exact`` loops of
+    the token pass, varying for the unit pass); ``partial`` tokens after the last one belong to an
+    unfinished cycle. ``period`` is the median cycle length in tokens. The attribute names match
+    ``LoopReport`` (``onset``, ``spans``, ``partial``, ``is_loop``, ``length``), so code that
+    highlights a ``LoopReport`` highlights a finding too.
+    """
+
+    kind: str
+    onset: int                       # token onset
+    char_onset: int
+    period: int                      # median cycle length, tokens
+    cycles: int
+    spans: list[Span]                # token span per complete cycle
+    char_span: Span                  # characters the loop covers (partial cycle included)
+    partial: int = 0                 # tokens of an unfinished last cycle
+    ends_early: bool = False         # the text goes on after the loop (a loop that stopped)
+    frame: str | None = None         # template loops: the frame, slots shown as "…"
+    slots: list[list[str]] | None = None  # template loops: the slot values of each cycle
+    is_loop: bool = True
+
+    @property
+    def token_span(self) -> Span:
+        return (self.onset, self.spans[-1][1] + self.partial)
+
+    @property
+    def length(self) -> int:
+        """Tokens covered, partial cycle included."""
+        return self.token_span[1] - self.onset
+
+    def to_dict(self) -> dict:
+        """``LoopReport.to_dict()``'s keys (so old readers keep working) plus the kind fields."""
+        data = asdict(self)
+        data["spans"] = [list(s) for s in self.spans]
+        data["char_span"] = list(self.char_span)
+        data["token_span"] = list(self.token_span)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LoopFinding:
+        names = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in data.items() if k in names}
+        kept["spans"] = [tuple(s) for s in data["spans"]]
+        kept["char_span"] = tuple(data["char_span"])
+        return cls(**kept)
+
+
+# --------------------------------------------------------------------------- text pieces
+
+_WORD = re.compile(r"\w+|[^\w\s]+")
+_HAS_WORD = re.compile(r"\w")
+
+
+def text_pieces(text: str) -> list[str]:
+    """Whitespace tokens with their exact surroundings: ``"".join(pieces) == text``; each piece
+    is a word and the whitespace after it (leading whitespace goes with the first word)."""
+    if not isinstance(text, str):
+        raise DecodingLabError(f"text of type {type(text).__name__} is not supported; allowed: a str")
+    pieces = [m.group(0) for m in re.finditer(r"\S+\s*", text)]
+    if pieces:
+        lead = len(text) - len(text.lstrip())
+        pieces[0] = text[:lead] + pieces[0]
+    return pieces
+
+
+def _offsets(pieces: Sequence[str]) -> np.ndarray:
+    """Start character of every piece, and the text length at the end (``len(pieces) + 1``)."""
+    out = np.zeros(len(pieces) + 1, dtype=np.int64)
+    for i, piece in enumerate(pieces):
+        if not isinstance(piece, str):
+            raise DecodingLabError(f"pieces[{i}] of type {type(piece).__name__} is not supported; "
+                                   "allowed: a str")
+        out[i + 1] = out[i] + len(piece)
+    return out
+
+
+# --------------------------------------------------------------------------- token pass
+
+@dataclass
+class _Candidate:
+    kind: str
+    start: int          # token
+    cycle_ends: list[int]   # token index where each complete cycle ends
+    end: int            # token end, partial cycle included
+    frame: str | None = None
+    slots: list[list[str]] | None = None
+
+
+def _match_runs(ids: np.ndarray, period: int) -> list[tuple[int, int]]:
+    """(start, end) token stretches where ``x[i] = x[i - period]`` holds throughout, each at
+    least two periods long (half-open, in tokens)."""
+    same = np.concatenate(([False], ids[period:] == ids[:-period], [False]))
+    edges = np.flatnonzero(same[1:] != same[:-1])
+    runs = []
+    for lo, hi in zip(edges[::2], edges[1::2]):
+        if hi - lo >= period:             # r matches -> r + p tokens -> >= 2 cycles
+            runs.append((int(lo), int(hi) + period))
+    return runs
+
+
+def _token_pass(ids: np.ndarray, rule: LoopRule) -> list[_Candidate]:
+    n = len(ids)
+    found = []
+    for period in range(1, min(rule.max_period, n // 2) + 1):
+        for start, end in _match_runs(ids, period):
+            cycles = (end - start) // period
+            found.append(_Candidate("exact", start,
+                                    [start + (k + 1) * period for k in range(cycles)], end))
+    return found
+
+
+# --------------------------------------------------------------------------- unit pass
+
+_UNIT_END = re.compile(r"[.!?;:]+(?=\s|$)|\n")
+_LIST_MARKER = re.compile(r"\s*(?:\d{1,3}|[A-Za-z]|[-*•]|#+)[.):]?\s*")
+
+
+def text_units(text: str) -> list[tuple[int, int]]:
+    """Character spans of the units of ``text``: sentences, clauses ending in ':' or ';', lines.
+    Leading/trailing whitespace is left out; units without words or punctuation are dropped, and
+    a bare list marker ("3.", "-") is joined to the unit after it."""
+    cuts = [0] + [m.end() for m in _UNIT_END.finditer(text)] + [len(text)]
+    units: list[tuple[int, int]] = []
+    pending = None
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        piece = text[lo:hi]
+        if not piece.strip():
+            continue
+        start = lo + len(piece) - len(piece.lstrip())
+        end = hi - (len(piece) - len(piece.rstrip()))
+        if pending is not None:
+            start = pending
+            pending = None
+        if _LIST_MARKER.fullmatch(text[start:end]) and hi < len(text):
+            pending = start
+            continue
+        units.append((start, end))
+    if pending is not None:
+        units.append((pending, len(text.rstrip())))
+    return units
+
+
+def _lcs_table(a: Sequence, b: Sequence) -> np.ndarray:
+    table = np.zeros((len(a) + 1, len(b) + 1), dtype=np.int32)
+    for i, x in enumerate(a):
+        row, nxt = table[i], table[i + 1]
+        for j, y in enumerate(b):
+            nxt[j + 1] = row[j] + 1 if x == y else max(row[j + 1], nxt[j])
+    return table
+
+
+def lcs(a: Sequence, b: Sequence) -> list:
+    """A longest common subsequence of two word lists (the classic dynamic programme)."""
+    table = _lcs_table(a, b)
+    out, i, j = [], len(a), len(b)
+    while i and j:
+        if a[i - 1] == b[j - 1]:
+            out.append(a[i - 1])
+            i, j = i - 1, j - 1
+        elif table[i - 1, j] >= table[i, j - 1]:
+            i -= 1
+        else:
+            j -= 1
+    return out[::-1]
+
+
+def _gaps(words: Sequence, frame: Sequence) -> list[list]:
+    """``words`` aligned to ``frame`` (a subsequence of it): the words in each of the
+    ``len(frame) + 1`` gaps around the frame words."""
+    gaps: list[list] = [[] for _ in range(len(frame) + 1)]
+    table = _lcs_table(words, frame)
+    i, j = len(words), len(frame)
+    while i:
+        if j and words[i - 1] == frame[j - 1] and table[i, j] == table[i - 1, j - 1] + 1:
+            i, j = i - 1, j - 1
+        else:
+            gaps[j].insert(0, words[i - 1])
+            i -= 1
+    return gaps
+
+
+def _units_match(a: list, b: list, rule: LoopRule) -> int:
+    """2 identical words, 1 similar (common subsequence >= ``similarity`` of the longer), 0 not."""
+    if a == b:
+        return 2
+    longest = max(len(a), len(b))
+    if longest > rule.max_unit_words or min(len(a), len(b)) < 2:
+        return 0
+    return 1 if len(lcs(a, b)) >= rule.similarity * longest else 0
+
+
+def _is_prefix(part: list, whole: list, rule: LoopRule) -> bool:
+    """Whether ``part`` reads like the start of ``whole`` (a cycle cut short)."""
+    head = whole[:len(part)]
+    return bool(part) and len(part) < len(whole) and (
+        part == head or len(lcs(part, head)) >= rule.similarity * len(part))
+
+
+def _classify(cycles: list[list], rule: LoopRule) -> tuple[str, str | None, list[list[str]] | None]:
+    """kind, frame and slots of a loop whose cycles are word lists."""
+    if all(c == cycles[0] for c in cycles):
+        return "exact", None, None
+    frame = cycles[0]
+    for c in cycles[1:]:
+        frame = lcs(frame, c)
+    gapped = [_gaps(c, frame) for c in cycles]
+    slot_at = [g for g in range(len(frame) + 1) if any(gaps[g] for gaps in gapped)]
+    values = [[" ".join(gaps[g]) for g in slot_at] for gaps in gapped]
+    same_pairs = sum(cycles[k] == cycles[k - 1] for k in range(1, len(cycles)))
+    frame_words = sum(bool(_HAS_WORD.search(w)) for w in frame)
+    if frame_words < rule.min_frame_words and len(cycles) < rule.min_cycles_short_frame:
+        return "", None, None               # "Add the flour. Add the sugar. ...": a list
+    filled = sum(bool(v) for row in values for v in row) / max(1, len(values) * len(slot_at))
+    short = all(len(gaps[g]) <= rule.max_slot_words for gaps in gapped for g in slot_at)
+    if (same_pairs * 2 < len(cycles) - 1 and filled >= 0.5 and short
+            and len(slot_at) <= rule.max_slots):
+        pieces = []
+        for g, word in enumerate(frame + [None]):
+            if g in slot_at:
+                pieces.append("…")
+            if word is not None:
+                pieces.append(word)
+        return "template", " ".join(pieces), values
+    return "near", None, None
+
+
+def _unit_pass(text: str, offsets: np.ndarray, rule: LoopRule) -> list[_Candidate]:
+    units = text_units(text)
+    words = [_WORD.findall(text[lo:hi]) for lo, hi in units]
+    starts = offsets[:-1]
+    n_tokens = len(starts)
+
+    def token_at(char: int) -> int:
+        """The token whose text holds character ``char``."""
+        return max(0, int(np.searchsorted(starts, char, side="right")) - 1)
+
+    found = []
+    m = len(units)
+    for lag in range(1, min(rule.max_unit_lag, m // 2) + 1):
+        match = [_units_match(words[i], words[i + lag], rule) for i in range(m - lag)]
+        i = 0
+        while i < len(match):
+            if not match[i]:
+                i += 1
+                continue
+            j = i
+            while j < len(match) and match[j]:
+                j += 1
+            n_units = (j - i) + lag          # units i .. j + lag - 1
+            cycles = n_units // lag
+            if cycles >= 2:
+                groups = [sum(words[i + c * lag:i + (c + 1) * lag], []) for c in range(cycles)]
+                kind, frame, slots = _classify(groups, rule)
+                if kind:
+                    first = units[i][0]
+                    ends = [units[i + (c + 1) * lag - 1][1] for c in range(cycles)]
+                    last_unit = i + n_units - 1
+                    nxt = last_unit + 1            # an unfinished cycle: the next unit starts
+                    if nxt < m and nxt == len(units) - 1 and _is_prefix(   # like its role does
+                            words[nxt], words[nxt - lag], rule):
+                        last_unit = nxt
+                    end_char = units[last_unit][1]
+                    start_tok = token_at(first)
+                    cycle_ends = [min(n_tokens, token_at(e - 1) + 1) for e in ends]
+                    found.append(_Candidate(kind, start_tok, cycle_ends,
+                                            min(n_tokens, token_at(end_char - 1) + 1),
+                                            frame, slots))
+            i = j
+    return found
+
+
+# --------------------------------------------------------------------------- assembling
+
+
+def _check_rule(rule: object) -> LoopRule:
+    if not isinstance(rule, LoopRule):
+        raise DecodingLabError(f"rule of type {type(rule).__name__} is not supported; "
+                               "allowed: a LoopRule")
+    return rule
+
+
+def _words_in(text: str) -> int:
+    return len(_WORD.findall(text))
+
+
+def _finish(c: _Candidate, text: str | None, offsets: np.ndarray | None, n: int,
+            rule: LoopRule) -> LoopFinding | None:
+    """The candidate as a finding, or None when the rule rejects it."""
+    bounds = [c.start] + c.cycle_ends
+    lengths = [b - a for a, b in zip(bounds[:-1], bounds[1:])]
+    if min(lengths) < 1:
+        return None
+    cycles = len(lengths)
+    if text is None:
+        char_span = (c.start, c.end)
+        tail_words = n - c.end
+        loop_words = c.end - c.start
+        has_word = True
+    else:
+        char_span = (int(offsets[c.start]), int(offsets[c.end]))
+        cycle_text = text[offsets[c.start]:offsets[c.cycle_ends[0]]]
+        has_word = bool(_HAS_WORD.search(cycle_text))
+        tail_words = _words_in(text[char_span[1]:])
+        loop_words = _words_in(text[char_span[0]:char_span[1]])
+        lead = len(cycle_text) - len(cycle_text.lstrip())
+        char_span = (char_span[0] + lead, char_span[1])
+    if not has_word or loop_words < rule.min_loop_words:
+        return None
+    ends_early = tail_words > rule.max_trailing_words
+    if ends_early and text is not None:         # an unfinished cycle is not text after the loop
+        rest = text[char_span[1]:].strip()
+        ends_early = not (rest and cycle_text.strip().startswith(rest))
+    needed = (rule.min_cycles_similar if c.kind != "exact"
+              else rule.min_cycles_mid if ends_early else rule.min_cycles_tail)
+    if cycles < needed:
+        return None
+    return LoopFinding(
+        kind=c.kind, onset=c.start, char_onset=char_span[0],
+        period=int(np.median(lengths)), cycles=cycles,
+        spans=[(a, b) for a, b in zip(bounds[:-1], bounds[1:])], char_span=char_span,
+        partial=c.end - c.cycle_ends[-1], ends_early=ends_early, frame=c.frame, slots=c.slots)
+
+
+def find_loops(tokens: object, pieces: Sequence[str] | None = None,
+               rule: LoopRule = LoopRule()) -> list[LoopFinding]:
+    """Every loop of a sequence, in text order (see the module docstring for the rule).
+
+    ``tokens``: model token ids (or any hashable tokens) with ``pieces``, their texts; or a
+    ``str``, split into whitespace tokens. Without ``pieces`` only exact loops are found.
+    "a b c a b c a b" → one exact finding: period 3, onset 0, 2 cycles, 2 tokens partial.
+    """
+    rule = _check_rule(rule)
+    if isinstance(tokens, str):
+        pieces = text_pieces(tokens)
+        tokens = [p.strip() for p in pieces]
+    elif hasattr(tokens, "tolist") and not isinstance(tokens, (list, tuple)):
+        tokens = tokens.tolist()
+    if not isinstance(tokens, (list, tuple)):
+        raise DecodingLabError(f"tokens of type {type(tokens).__name__} are not supported; "
+                               "allowed: a str, or a list/tuple/1-D tensor of tokens")
+    tokens = list(tokens)
+    text = offsets = None
+    if pieces is not None:
+        pieces = list(pieces)
+        if len(pieces) != len(tokens):
+            raise DecodingLabError(f"pieces has {len(pieces)} entries for {len(tokens)} tokens; "
+                                   "allowed: one string per token")
+        offsets = _offsets(pieces)
+        text = "".join(pieces)
+    n = len(tokens)
+    if n < 2:
+        return []
+    candidates = _token_pass(_dense_ids(tokens), rule)
+    if text is not None:
+        candidates += _unit_pass(text, offsets, rule)
+    findings = [f for c in candidates if (f := _finish(c, text, offsets, n, rule)) is not None]
+    # Longest first (characters covered; ties: exact, then the shorter period); keep a finding
+    # only where it does not overlap one already kept.
+    order = {kind: i for i, kind in enumerate(KINDS)}
+    findings.sort(key=lambda f: (-(f.char_span[1] - f.char_span[0]), order[f.kind], f.period))
+    kept: list[LoopFinding] = []
+    for f in findings:
+        if all(f.char_span[1] <= k.char_span[0] or f.char_span[0] >= k.char_span[1] for k in kept):
+            kept.append(f)
+    return sorted(kept, key=lambda f: f.onset)
+
+
+def main_loop(findings: Sequence[LoopFinding]) -> LoopFinding | None:
+    """The finding that covers the most characters (the loop a summary names), or None."""
+    if not findings:
+        return None
+    return max(findings, key=lambda f: (f.char_span[1] - f.char_span[0], -f.onset))
+
+
+def describe(finding: LoopFinding | None) -> str:
+    """One line for people: kind, where it starts, period, cycles; the frame of a template."""
+    if finding is None:
+        return "no loop"
+    where = "stops before the end" if finding.ends_early else "runs to the end"
+    line = (f"{finding.kind} loop from token {finding.onset} (character {finding.char_onset}): "
+            f"{finding.cycles} cycles of ~{finding.period} tokens, {where}")
+    if finding.frame is not None:
+        shown = "; ".join(" | ".join(v) for v in (finding.slots or [])[:6])
+        line += f"; frame {finding.frame!r}, slots: {shown}"
+    return line
