@@ -39,7 +39,7 @@ def generate_batch(lm: LM, prompts: list[str], config: DecodingConfig | None = N
         raise ConfigError(f"prompts={prompts!r} is out of range; allowed: a non-empty list of "
                           "prompts")
     for prompt in prompts:
-        check_prompt(lm, prompt)
+        check_prompt(prompt)
     check_trace_top(trace_top)
     ids = [lm.encode(p, chat=chat) for p in prompts]
     for prompt_ids in ids:
@@ -90,7 +90,7 @@ def generate_mixed(lm: LM, requests: list[tuple[str, DecodingConfig]], chat: boo
         if (not isinstance(item, (list, tuple)) or len(item) != 2
                 or not isinstance(item[1], DecodingConfig)):
             raise ConfigError(f"request {item!r} is not a (prompt, DecodingConfig) pair")
-        check_prompt(lm, item[0])
+        check_prompt(item[0])
     check_trace_top(trace_top)
     ids = [lm.encode(prompt, chat=chat) for prompt, _ in requests]
     for prompt_ids in ids:

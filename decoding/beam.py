@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import torch
 
-from .chain import StepContext, apply_chain, build_chain, chain_names
+from .chain import Chain, StepContext
 from .config import DecodingConfig
 from .diverse_beam import previous_group_tokens
 from .errors import GenerationError
 from .forward import decode_step, left_pad
-from .loop import StopChecker, pad_token_id, shared_prefill
 from .models import LM
 from .recorder import TokenTexts
+from .rows import StopChecker, pad_token_id, shared_prefill
+from .step import step
 from .trace import BeamNode, BeamStep, FinishedHypothesis, SequenceResult
 
 NEG = -1.0e9  # transformers' "impossible" score
@@ -65,8 +66,8 @@ def beam_search(lm: LM, prompts: list[list[int]], config: DecodingConfig, trace:
     stop = StopChecker(lm, config, max_new, context_bound=room < config.max_new_tokens)
     beams_to_keep = max(2, 1 + len(lm.eos_token_ids)) * width
     top_beam_mask = torch.arange(beams_to_keep) < width
-    stages = build_chain(config, lm.eos_token_ids, lm.tokenizer, lm.vocab_size)
-    names = chain_names(stages)
+    chain = Chain.of(config, lm)
+    names = chain.names
     texts = TokenTexts(lm.tokenizer)
 
     shape = (batch, groups, width)
@@ -104,11 +105,12 @@ def beam_search(lm: LM, prompts: list[list[int]], config: DecodingConfig, trace:
                 flat = running[:, g, :, :cur_len].reshape(batch * width, cur_len)
                 ctx = StepContext(flat, prompt_len, group_tokens=previous_group_tokens(
                     running[..., cur_len], g, width))
-                scores, _ = apply_chain(stages, ctx, log_probs[:, g].reshape(batch * width, vocab))
-                acc = (scores.view(batch, width, vocab) + running_scores[:, g, :, None]).view(batch, -1)
-
-                # 1. the best 2·width continuations over the group's beams
-                top_scores, top_index = torch.topk(acc, k=beams_to_keep)
+                # 1. the pick: the best 2·width continuations over the group's beams
+                (top_scores, top_index), _, _ = step(
+                    chain, ctx, log_probs[:, g].reshape(batch * width, vocab),
+                    lambda scores: torch.topk((scores.view(batch, width, vocab)
+                                               + running_scores[:, g, :, None]).view(batch, -1),
+                                              k=beams_to_keep))
                 parent = top_index // vocab
                 token = top_index % vocab
                 cand = _gather(running[:, g], parent)
@@ -151,10 +153,7 @@ def beam_search(lm: LM, prompts: list[list[int]], config: DecodingConfig, trace:
             # 4. reorder the cache to follow the surviving beams' parents
             flat_parent = (beam_parent.view(batch, num_beams)
                            + torch.arange(batch)[:, None] * num_beams).view(-1)
-            state.cache.reorder_cache(flat_parent.to(lm.device))
-            if state.attention_mask is not None:
-                state.attention_mask = state.attention_mask[flat_parent.to(lm.device)]
-                state.next_position = state.next_position[flat_parent.to(lm.device)]
+            state.select_rows(flat_parent)
             cur_len += 1
 
             improvable = _early_stop_heuristic(
@@ -180,7 +179,7 @@ def _hits_stop(cand, token, cur_len, prompt_len, max_len, eos, stop) -> torch.Te
     if stop.stop_strings:
         for b in range(token.shape[0]):
             for k in range(token.shape[1]):
-                if not hits[b, k] and stop._hit_stop_string(cand[b, k, prompt_len:cur_len + 1].tolist()):
+                if not hits[b, k] and stop.hit_stop_string(cand[b, k, prompt_len:cur_len + 1].tolist()):
                     hits[b, k] = True
     return hits
 
@@ -230,12 +229,7 @@ def _results(lm, b, seqs, scores, raw, lengths, hyp_ids, records, tree, prompt_l
     for k in slots[:config.num_return_sequences]:
         length = int(lengths[k])
         ids = seqs[k, prompt_len:prompt_len + length].tolist()
-        if ids and ids[-1] in eos:
-            reason = "eos"
-        elif stop.stop_strings and stop._hit_stop_string(ids):
-            reason = "stop_string"
-        else:
-            reason = "context" if stop.context_bound else "length"
+        reason = (stop(ids) if ids else None) or stop.out_of_room
         out.append(SequenceResult(token_ids=ids, text=lm.decode(ids), finish_reason=reason,
                                   score=float(scores[k]), sum_logprob=float(raw[k])))
     for k in range(len(hyp_ids)):

@@ -11,8 +11,8 @@ Deliberate differences from ``transformers.generate`` (documented in the README 
   generation config leaves it unset, so its "pure sampling" is really top-50 sampling.
 * ``strategy`` is explicit. ``generate`` infers the mode from ``do_sample``/``num_beams``.
 
-Which stages a config turns on, and in which order, is defined with the chain
-(``chain.planned_stages``); validation uses it to check an explicit ``processor_order``.
+Which stages a config turns on, and in which order, is defined by the stage registry
+(``stages.planned_stages``); validation uses it to check an explicit ``processor_order``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chain import PROCESSOR_ORDERS, STAGE_NAMES, planned_stages
+from .stages import PROCESSOR_ORDERS, STAGE_NAMES, planned_stages
 from .errors import ConfigError, out_of_range
 
 STRATEGIES = ("greedy", "sample", "beam", "contrastive", "mirostat")
@@ -54,6 +54,16 @@ class DecodingConfig:
                             "ignore_eos). Shows what a model does when it is not allowed to stop.")
     temperature: float = knob(1.0, "Divide the logits by T before sampling: T < 1 sharpens, T > 1 "
                               "flattens. Sampling and mirostat only; must be > 0.")
+    dynatemp_range: float = knob(0.0, "Dynamic temperature (llama.cpp temp-ext): the temperature "
+                                 "of each step is T - range + 2 * range * (H / ln N)^exponent, "
+                                 "H the entropy over the N tokens still allowed: confident steps "
+                                 "run cooler, uncertain ones hotter. 0 = plain temperature. >= 0.")
+    dynatemp_exponent: float = knob(1.0, "Dynamic temperature: exponent of the normalised entropy "
+                                    "(> 1 keeps more steps near the low end). >= 0.")
+    top_h: float | None = knob(None, "Top-H (Potraghloo et al. 2025; transformers' top_h): among "
+                               "the 100 most likely tokens, keep the most likely ones while their "
+                               "cumulative entropy stays <= top_h * their entropy. None = off; "
+                               "in (0, 1], typical 0.4. Sampling only.")
     top_k: int = knob(0, "Keep only the k most likely tokens (Fan et al. 2018). 0 = off. Note: "
                       "transformers' generate() silently uses 50 when unset; we do not. "
                       f"Contrastive search: the number of candidates (0 = {CONTRASTIVE_DEFAULT_K}).")
@@ -70,11 +80,20 @@ class DecodingConfig:
     top_n_sigma: float | None = knob(None, "Top-n-sigma (Tang et al. 2024): keep the logits within "
                                      "n standard deviations of the largest one. None or <= 0 = "
                                      "off; typical 1.0. Sampling only.")
+    p_less: bool = knob(False, "p-less (llama.cpp): keep the tokens whose probability is at least "
+                        "sum(p^2), the chance that two draws agree. No parameter: peaked steps "
+                        "keep few tokens, flat ones many. Sampling only.")
     xtc_threshold: float = knob(0.1, "XTC (exclude top choices, llama.cpp): tokens with probability "
                                 ">= threshold are 'top choices'; when at least two qualify, all but "
                                 "the least likely of them are removed. In [0, 1]; > 0.5 never fires.")
     xtc_probability: float = knob(0.0, "XTC: chance per step that it acts (one seeded draw per step "
                                   "and sequence). 0 = off. Sampling only.")
+    adaptive_target: float = knob(-1.0, "Adaptive-p (llama.cpp): the last stage reshapes the "
+                                  "distribution to favour tokens whose probability is near a "
+                                  "target, steered so that the chosen tokens' probability averages "
+                                  "adaptive_target. < 0 = off; in [0, 1]. Sampling only.")
+    adaptive_decay: float = knob(0.9, "Adaptive-p: decay of the moving average of chosen "
+                                 "tokens' probabilities (higher = longer memory). In [0, 0.99].")
     min_tokens_to_keep: int = knob(1, "Every truncation (top-k/p, min-p, typical, epsilon, eta, "
                                    "top-n-sigma, XTC, mirostat) keeps at least this many tokens.")
     repetition_penalty: float = knob(1.0, "CTRL repetition penalty (Keskar et al. 2019): every token "
@@ -282,6 +301,11 @@ def validate(c: DecodingConfig) -> None:
                      "temperature > 0 when sampling (use strategy=greedy for T -> 0)")
     else:
         _check_float("temperature", c.temperature, lambda v: v > 0, "temperature > 0")
+    _check_float("dynatemp_range", c.dynatemp_range, lambda v: v >= 0,
+                 "dynatemp_range >= 0 (0 = plain temperature)")
+    _check_float("dynatemp_exponent", c.dynatemp_exponent, lambda v: v >= 0, "dynatemp_exponent >= 0")
+    if c.top_h is not None:
+        _check_float("top_h", c.top_h, lambda v: 0 < v <= 1, "0 < top_h <= 1, or None (off)")
     _check_int("top_k", c.top_k, 0)
     _check_float("top_p", c.top_p, lambda v: 0 < v <= 1, "0 < top_p <= 1")
     if c.min_p is not None:
@@ -292,9 +316,14 @@ def validate(c: DecodingConfig) -> None:
     if c.top_n_sigma is not None:
         _check_float("top_n_sigma", c.top_n_sigma, lambda v: True,
                      "a finite number (<= 0 = off), or None (off)")
+    _check_bool("p_less", c.p_less)
     _check_float("xtc_threshold", c.xtc_threshold, lambda v: 0 <= v <= 1, "0 <= xtc_threshold <= 1")
     _check_float("xtc_probability", c.xtc_probability, lambda v: 0 <= v <= 1,
                  "0 <= xtc_probability <= 1 (0 = off)")
+    _check_float("adaptive_target", c.adaptive_target, lambda v: v <= 1,
+                 "adaptive_target <= 1 (< 0 = off, else the target probability in [0, 1])")
+    _check_float("adaptive_decay", c.adaptive_decay, lambda v: 0 <= v <= 0.99,
+                 "0 <= adaptive_decay <= 0.99")
     _check_int("min_tokens_to_keep", c.min_tokens_to_keep, 1)
     _check_float("repetition_penalty", c.repetition_penalty, lambda v: v > 0,
                   "repetition_penalty > 0 (1.0 = off)")

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import torch
 
-from .chain import StepContext, apply_chain, build_chain, chain_names
+from .chain import Chain, StepContext
 from .config import DecodingConfig
-from .forward import KVState, decode_step, left_pad, prefill
-from .loop import RowProgress, StopChecker, check_kept, check_logits, pad_token_id
+from .forward import decode_step, left_pad, prefill
 from .models import LM
 from .processors import NEG_INF
 from .recorder import TokenTexts, record_steps
+from .rows import RowProgress, StopChecker, pad_token_id
+from .step import check_logits, step
 from .trace import SequenceResult
 
 CANDIDATE_STAGE = "contrastive_top_k"
@@ -55,14 +56,6 @@ def contrastive_scores(context_hidden: torch.Tensor, context_mask: torch.Tensor,
     return (1.0 - alpha) * candidate_probs - alpha * penalty, penalty
 
 
-def _select_rows(state: KVState, index: torch.Tensor) -> None:
-    """Keep (or repeat) the batch rows ``index`` of the KV state."""
-    state.cache.reorder_cache(index)
-    if state.attention_mask is not None:
-        state.attention_mask = state.attention_mask[index]
-    state.next_position = state.next_position[index]
-
-
 def contrastive_batch(lm: LM, prompts: list[list[int]], config: DecodingConfig, *,
                       trace: bool = True, trace_top: int = 20
                       ) -> tuple[list[list[SequenceResult]], list[str]]:
@@ -74,8 +67,8 @@ def contrastive_batch(lm: LM, prompts: list[list[int]], config: DecodingConfig, 
     input_ids, mask = left_pad([list(p) for p in prompts], pad)
     batch, prompt_len = input_ids.shape
     context_ids = input_ids if mask is None else input_ids.masked_fill(mask == 0, -1)
-    stages = build_chain(config, lm.eos_token_ids, lm.tokenizer, lm.vocab_size)
-    names = chain_names(stages) + [CANDIDATE_STAGE]
+    chain = Chain.of(config, lm)
+    names = chain.names + [CANDIDATE_STAGE]
     room = lm.max_context - prompt_len
     max_steps = min(config.max_new_tokens, room)
     progress = RowProgress(batch, StopChecker(lm, config, max_steps,
@@ -89,41 +82,49 @@ def contrastive_batch(lm: LM, prompts: list[list[int]], config: DecodingConfig, 
         context_hidden = out.hidden_states[-1].float()
         context_mask = (torch.ones_like(input_ids) if mask is None else mask).to(lm.device)
         k = min(config.contrastive_k, logits.shape[-1])
-        for step in range(max_steps):
+        for index in range(max_steps):
             live = progress.live
-            check_logits(logits, live, step)
-            processed, history = apply_chain(stages, StepContext(seq, prompt_len), logits, record=trace)
-            check_kept(processed, live, step)
-            top_probs, top_ids = torch.topk(torch.softmax(processed, dim=-1), k=k, dim=-1)
+            check_logits(logits, live, index)
+            found: dict[str, torch.Tensor] = {}
 
-            # every candidate through the model: k rows per sequence on a shared context
-            _select_rows(state, rows.repeat_interleave(k))
-            cand_logits, cand_out = decode_step(model, top_ids.reshape(-1), state,
-                                                output_hidden_states=True)
-            cand_hidden = cand_out.hidden_states[-1][:, -1].float().view(batch, k, -1)
-            score, penalty = contrastive_scores(context_hidden, context_mask, cand_hidden,
-                                                top_probs, alpha)
-            # a token a stage removed (p = 0) must not win on a negative penalty
-            score = score.masked_fill(top_probs <= 0, NEG_INF)
-            pick = score.argmax(dim=-1)
-            picked_rows = rows * k + pick
-            _select_rows(state, picked_rows)
-            chosen = progress.pad_finished(top_ids[rows, pick], pad)
+            def pick(processed: torch.Tensor) -> torch.Tensor:
+                """The top-k candidates through the model (k rows per sequence on a shared
+                context), re-ranked by confidence and degeneration penalty."""
+                top_probs, top_ids = torch.topk(torch.softmax(processed, dim=-1), k=k, dim=-1)
+                state.select_rows(rows.repeat_interleave(k))
+                cand_logits, cand_out = decode_step(model, top_ids.reshape(-1), state,
+                                                    output_hidden_states=True)
+                cand_hidden = cand_out.hidden_states[-1][:, -1].float().view(batch, k, -1)
+                score, penalty = contrastive_scores(context_hidden, context_mask, cand_hidden,
+                                                    top_probs, alpha)
+                # a token a stage removed (p = 0) must not win on a negative penalty
+                score = score.masked_fill(top_probs <= 0, NEG_INF)
+                best = score.argmax(dim=-1)
+                picked_rows = rows * k + best
+                state.select_rows(picked_rows)
+                found.update(top_ids=top_ids, top_probs=top_probs, penalty=penalty, score=score,
+                             logits=cand_logits[picked_rows], hidden=cand_hidden[rows, best])
+                return progress.pad_finished(top_ids[rows, best], pad)
 
-            traces = []
-            if trace:
+            def record(history: list[torch.Tensor], chosen: torch.Tensor) -> list:
+                processed, top_ids = history[-1], found["top_ids"]
                 kept = torch.zeros_like(processed, dtype=torch.bool).scatter(1, top_ids, True)
-                history.append(processed.masked_fill(~kept, NEG_INF))
-                traces = record_steps(step, [h.cpu() for h in history], names, chosen.cpu(), live,
+                history = history + [processed.masked_fill(~kept, NEG_INF)]
+                traces = record_steps(index, [h.cpu() for h in history], names, chosen.cpu(), live,
                                       trace_top, texts)
                 for r, st in zip(live, traces):
-                    st.extra = {"contrastive": _candidates(r, top_ids, top_probs, penalty, score,
-                                                           texts), "penalty_alpha": alpha}
+                    st.extra = {"contrastive": _candidates(r, top_ids, found["top_probs"],
+                                                           found["penalty"], found["score"], texts),
+                                "penalty_alpha": alpha}
+                return traces
+
+            ctx = StepContext(seq, prompt_len, live=live)
+            chosen, traces, _ = step(chain, ctx, logits, pick, record if trace else None)
             if progress.add(chosen, logits, traces):
                 break
             seq = torch.cat([seq, chosen[:, None]], dim=-1)
-            logits = cand_logits[picked_rows]
-            context_hidden = torch.cat([context_hidden, cand_hidden[rows, pick][:, None]], dim=1)
+            logits = found["logits"]
+            context_hidden = torch.cat([context_hidden, found["hidden"][:, None]], dim=1)
             context_mask = torch.cat([context_mask, context_mask.new_ones((batch, 1))], dim=1)
 
     return [[r] for r in progress.results(lm)], names

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from .errors import check_number
 from .samplers import token_counts
 
 
@@ -25,6 +26,7 @@ def hamming_diversity(scores: torch.Tensor, previous_tokens: torch.Tensor, penal
     """Hamming diversity: ``scores`` ``(rows, vocab)`` of one group's beams, ``previous_tokens``
     ``(rows, n)`` the tokens the earlier groups of the same prompt chose at this step (n = 0
     for the first group). Returns ``scores − penalty · counts``."""
+    check_number("diversity_penalty", penalty, lambda v: v >= 0, "diversity_penalty >= 0")
     return scores - penalty * token_counts(previous_tokens, scores.shape[-1]).to(scores.device, scores.dtype)
 
 

@@ -40,13 +40,21 @@ class KVState:
     """The growing state of a batch: cache, attention mask (None without padding), positions.
 
     ``cache`` is a transformers ``DynamicCache``, or a ``fastpath.KVBuffer`` on the fast path;
-    both answer ``reorder_cache(index)`` (the batch may grow or shrink), ``get_seq_length()``,
-    ``crop``, ``batch_select_indices`` and ``batch_repeat_interleave``.
+    both answer ``reorder_cache(index)`` (the batch may grow or shrink).
     """
 
     cache: DynamicCache | KVBuffer
     attention_mask: torch.Tensor | None
     next_position: torch.Tensor        # (batch, 1) position id of the next token
+
+    def select_rows(self, index: torch.Tensor) -> None:
+        """Row ``i`` becomes old row ``index[i]``, in the cache, the mask and the positions (the
+        batch may grow or shrink): beams following their parents, contrastive candidates,
+        finished rows leaving, a shared prefill copied to the rows that repeat a prompt."""
+        self.cache.reorder_cache(index.to(self.next_position.device))
+        if self.attention_mask is not None:
+            self.attention_mask = self.attention_mask[index.to(self.attention_mask.device)]
+        self.next_position = self.next_position[index.to(self.next_position.device)]
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from .processors import NEG_INF, _keep_top
+from .errors import check_number
+from .processors import NEG_INF, check_keep, keep_top
 
 
 def initial_mu(tau: float, rows: int) -> torch.Tensor:
@@ -34,10 +35,13 @@ def surprise(scores: torch.Tensor) -> torch.Tensor:
 def mirostat_v2_filter(scores: torch.Tensor, mu: torch.Tensor, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Remove the tokens whose surprise exceeds μ (``mu`` ``(batch,)``, one per row); the most
     likely ``min_tokens_to_keep`` tokens always stay (llama.cpp keeps at least one)."""
+    check_keep(min_tokens_to_keep)
     remove = surprise(scores) > mu.to(scores.device)[:, None]
-    return scores.masked_fill(_keep_top(scores, remove, min_tokens_to_keep), NEG_INF)
+    return scores.masked_fill(keep_top(scores, remove, min_tokens_to_keep), NEG_INF)
 
 
 def update_mu(mu: torch.Tensor, observed: torch.Tensor, tau: float, eta: float) -> torch.Tensor:
     """μ ← μ − η·(observed surprise − τ)."""
+    check_number("mirostat_tau", tau, lambda v: v > 0, "mirostat_tau > 0 (bits)")
+    check_number("mirostat_eta", eta, lambda v: 0 <= v <= 1, "0 <= mirostat_eta <= 1")
     return mu - eta * (observed.to(mu.device, mu.dtype) - tau)

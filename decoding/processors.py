@@ -11,7 +11,19 @@ from __future__ import annotations
 
 import torch
 
+from .errors import check_integer, check_number
+
 NEG_INF = -float("inf")
+
+
+def check_keep(min_tokens_to_keep: int) -> None:
+    check_integer("min_tokens_to_keep", min_tokens_to_keep, 1)
+
+
+def keep_top(scores: torch.Tensor, remove: torch.Tensor, min_tokens_to_keep: int) -> torch.Tensor:
+    """``remove`` without the ``min_tokens_to_keep`` highest scores (they always stay)."""
+    k = min(min_tokens_to_keep, scores.size(-1))
+    return remove & (scores < torch.topk(scores, k)[0][..., -1, None])
 
 
 # ----------------------------------------------------------------------------- penalties
@@ -21,6 +33,7 @@ def repetition_penalty(scores: torch.Tensor, context_ids: torch.Tensor, penalty:
     ``context_ids`` ``(batch, length)``, divide a positive logit by ``penalty``, multiply a
     negative one. Applied once per token, however often it occurred (transformers'
     ``RepetitionPenaltyLogitsProcessor``). Ids < 0 (left padding) are ignored."""
+    check_number("repetition_penalty", penalty, lambda v: v > 0, "repetition_penalty > 0 (1.0 = off)")
     vocab_size = scores.shape[-1]
     ids = torch.where(context_ids < 0, vocab_size, context_ids)
     # A spare column past the vocabulary absorbs the ignored ids.
@@ -33,6 +46,7 @@ def repetition_penalty(scores: torch.Tensor, context_ids: torch.Tensor, penalty:
 def no_repeat_ngram(scores: torch.Tensor, input_ids: torch.Tensor, ngram_size: int) -> torch.Tensor:
     """Forbid every token that would complete an n-gram already present in ``input_ids``
     ``(batch, length)`` (transformers' ``NoRepeatNGramLogitsProcessor``, prompt included)."""
+    check_integer("no_repeat_ngram_size", ngram_size, 1, " (0 = off: leave the stage out)")
     cur_len = input_ids.shape[-1]
     if cur_len < ngram_size:
         return scores.clone()
@@ -55,18 +69,48 @@ def forbid_tokens(scores: torch.Tensor, token_ids: list[int]) -> torch.Tensor:
     return torch.where(mask, NEG_INF, scores)
 
 
+def min_new_tokens_filter(scores: torch.Tensor, generated: int, min_new_tokens: int,
+                          eos_ids: list[int]) -> torch.Tensor:
+    """End-of-sequence forbidden while fewer than ``min_new_tokens`` tokens were generated
+    (transformers' ``MinNewTokensLengthLogitsProcessor``)."""
+    check_integer("min_new_tokens", min_new_tokens, 0)
+    return forbid_tokens(scores, eos_ids) if generated < min_new_tokens else scores.clone()
+
+
 # ----------------------------------------------------------------------------- temperature
 
 def temperature(scores: torch.Tensor, t: float) -> torch.Tensor:
     """Softmax temperature (Ackley et al. 1985): logits / T."""
+    check_number("temperature", t, lambda v: v > 0,
+                 "temperature > 0 (use greedy decoding for T -> 0)")
     return scores / t
 
 
 # ----------------------------------------------------------------------------- truncation
 
+def top_h_filter(scores: torch.Tensor, top_h: float, top_n: int = 100) -> torch.Tensor:
+    """Top-H (Potraghloo et al. 2025, arXiv 2509.02510, "Top-H Decoding"): among the ``top_n``
+    most likely tokens (their own softmax, q), keep the longest prefix whose cumulative entropy
+    Σ −q log q stays ≤ ``top_h`` · H(q); the top token always stays. The ops of transformers'
+    ``TopHLogitsWarper`` (5.x), so the kept set is bit-identical to ``generate(top_h=…)``."""
+    check_number("top_h", top_h, lambda v: 0 < v <= 1, "0 < top_h <= 1")
+    check_integer("top_n", top_n, 1)
+    top_logits, top_idx = torch.topk(scores, min(top_n, scores.shape[-1]), dim=-1)
+    dist = torch.distributions.Categorical(logits=top_logits)
+    probs = dist.probs
+    tau = (dist.entropy() * top_h).unsqueeze(-1)
+    cumulative_entropy = torch.cumsum(-probs * torch.log(probs), dim=-1)
+    selected = cumulative_entropy <= tau
+    selected[:, 0] = True
+    keep = torch.zeros_like(scores, dtype=torch.bool).scatter(1, top_idx, selected)
+    return scores.masked_fill(~keep, NEG_INF)
+
+
 def top_k_filter(scores: torch.Tensor, k: int, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Top-k (Fan et al. 2018): keep the k largest scores. Ties with the k-th score survive
     (``scores < kth`` is removed), so more than k tokens can remain."""
+    check_integer("top_k", k, 1, " (0 = off: leave the stage out)")
+    check_keep(min_tokens_to_keep)
     k = min(max(k, min_tokens_to_keep), scores.size(-1))
     kth = torch.topk(scores, k)[0][..., -1, None]
     return scores.masked_fill(scores < kth, NEG_INF)
@@ -76,6 +120,8 @@ def top_p_filter(scores: torch.Tensor, p: float, min_tokens_to_keep: int = 1) ->
     """Nucleus / top-p (Holtzman et al. 2020, Eq. 2): keep the smallest prefix of the sorted
     distribution whose mass reaches p. Implemented as transformers does: sort ascending and
     drop tokens whose cumulative mass is <= 1 - p."""
+    check_number("top_p", p, lambda v: 0 < v <= 1, "0 < top_p <= 1")
+    check_keep(min_tokens_to_keep)
     sorted_logits, sorted_indices = torch.sort(scores, descending=False)
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
     sorted_remove = cumulative <= (1 - p)
@@ -86,6 +132,8 @@ def top_p_filter(scores: torch.Tensor, p: float, min_tokens_to_keep: int = 1) ->
 
 def min_p_filter(scores: torch.Tensor, min_p: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Min-p (Nguyen et al. 2024): drop tokens with p < min_p · p_max."""
+    check_number("min_p", min_p, lambda v: 0 <= v <= 1, "0 <= min_p <= 1")
+    check_keep(min_tokens_to_keep)
     probs = torch.softmax(scores, dim=-1)
     threshold = min_p * probs.amax(dim=-1, keepdim=True)
     remove = probs < threshold
@@ -97,6 +145,8 @@ def min_p_filter(scores: torch.Tensor, min_p: float, min_tokens_to_keep: int = 1
 def typical_filter(scores: torch.Tensor, mass: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Locally typical sampling (Meister et al. 2023, Eq. 5): sort by |−log p − H| and keep
     tokens until their mass reaches ``mass`` (the crossing token is kept)."""
+    check_number("typical_p", mass, lambda v: 0 < v <= 1, "0 < typical_p <= 1")
+    check_keep(min_tokens_to_keep)
     normalized = torch.nn.functional.log_softmax(scores, dim=-1)
     p = torch.exp(normalized)
     ent = -(normalized * p).nansum(-1, keepdim=True)
@@ -111,25 +161,24 @@ def typical_filter(scores: torch.Tensor, mass: float, min_tokens_to_keep: int = 
     return scores.masked_fill(remove, NEG_INF)
 
 
-def _keep_top(scores: torch.Tensor, remove: torch.Tensor, min_tokens_to_keep: int) -> torch.Tensor:
-    k = min(min_tokens_to_keep, scores.size(-1))
-    return remove & (scores < torch.topk(scores, k)[0][..., -1, None])
-
-
 def epsilon_filter(scores: torch.Tensor, epsilon: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Epsilon sampling (Hewitt et al. 2022, §4): drop tokens with p < ε."""
-    remove = _keep_top(scores, scores.softmax(dim=-1) < epsilon, min_tokens_to_keep)
+    check_number("epsilon_cutoff", epsilon, lambda v: 0 <= v < 1, "0 <= epsilon_cutoff < 1")
+    check_keep(min_tokens_to_keep)
+    remove = keep_top(scores, scores.softmax(dim=-1) < epsilon, min_tokens_to_keep)
     return scores.masked_fill(remove, NEG_INF)
 
 
 def eta_filter(scores: torch.Tensor, epsilon: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """Eta sampling (Hewitt et al. 2022, Eq. 7): drop tokens with p < η, η = min(ε, √ε·e^−H).
     (transformers takes the min, as the paper does.)"""
+    check_number("eta_cutoff", epsilon, lambda v: 0 <= v < 1, "0 <= eta_cutoff < 1")
+    check_keep(min_tokens_to_keep)
     eps = torch.tensor(epsilon, device=scores.device)
     probs = scores.softmax(dim=-1)
     entropy = torch.distributions.Categorical(logits=scores).entropy()
     eta = torch.min(eps, torch.sqrt(eps) * torch.exp(-entropy))[..., None]
-    remove = _keep_top(scores, probs < eta, min_tokens_to_keep)
+    remove = keep_top(scores, probs < eta, min_tokens_to_keep)
     return scores.masked_fill(remove, NEG_INF)
 
 

@@ -13,8 +13,8 @@ import weakref
 
 import torch
 
-from .errors import ConfigError
-from .processors import NEG_INF, _keep_top
+from .errors import ConfigError, check_integer, check_number
+from .processors import NEG_INF, check_keep, keep_top
 
 FLOAT_MAX_LOG = 88.7228391  # ln(float32 max): llama.cpp's DRY exponent clamp
 
@@ -34,12 +34,14 @@ def token_counts(ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
 def frequency_penalty(scores: torch.Tensor, generated_ids: torch.Tensor, penalty: float) -> torch.Tensor:
     """OpenAI/vLLM frequency penalty: ``logit -= f · count``, count = occurrences of the token
     in ``generated_ids`` (the prompt is not passed in, so it is not counted)."""
+    check_number("frequency_penalty", penalty, lambda v: -2 <= v <= 2, "-2 <= frequency_penalty <= 2")
     counts = token_counts(generated_ids, scores.shape[-1]).to(scores.device, scores.dtype)
     return scores - penalty * counts
 
 
 def presence_penalty(scores: torch.Tensor, generated_ids: torch.Tensor, penalty: float) -> torch.Tensor:
     """OpenAI/vLLM presence penalty: ``logit -= p · [count > 0]`` over ``generated_ids``."""
+    check_number("presence_penalty", penalty, lambda v: -2 <= v <= 2, "-2 <= presence_penalty <= 2")
     present = token_counts(generated_ids, scores.shape[-1]) > 0
     return scores - penalty * present.to(scores.device, scores.dtype)
 
@@ -112,6 +114,10 @@ def dry_penalty(scores: torch.Tensor, context_ids: torch.Tensor, multiplier: flo
     exponent is clamped to ``88.72 / ln(base)`` as llama.cpp does, and breaker tokens are never
     penalised.
     """
+    check_number("dry_multiplier", multiplier, lambda v: v >= 0, "dry_multiplier >= 0 (0 = off)")
+    check_number("dry_base", base, lambda v: v >= 1, "dry_base >= 1")
+    check_integer("dry_allowed_length", allowed_length, 1)
+    check_integer("dry_penalty_last_n", last_n, -1, " (-1 = the whole context)")
     vocab_size = scores.shape[-1]
     max_exponent = int(FLOAT_MAX_LOG / math.log(base)) if base > 1.000001 else 0
     penalty = torch.zeros_like(scores)
@@ -193,12 +199,14 @@ def top_n_sigma_filter(scores: torch.Tensor, n: float, min_tokens_to_keep: int =
     """Top-nσ (Tang et al. 2024, arXiv 2411.07641, Eq. 3): keep logits ≥ max − n·σ, with σ the
     population standard deviation over the finite logits (llama.cpp ``top_n_sigma``). Scaling
     the logits (temperature) scales max and σ alike, so the kept set does not depend on T."""
+    check_number("top_n_sigma", n, lambda v: v > 0, "top_n_sigma > 0 (<= 0 or None = off)")
+    check_keep(min_tokens_to_keep)
     finite = torch.isfinite(scores)
     count = finite.sum(-1, keepdim=True).clamp(min=1)
     mean = torch.where(finite, scores, 0.0).sum(-1, keepdim=True) / count
     var = torch.where(finite, (scores - mean) ** 2, 0.0).sum(-1, keepdim=True) / count
     threshold = scores.amax(-1, keepdim=True) - n * var.sqrt()
-    remove = _keep_top(scores, scores < threshold, min_tokens_to_keep)
+    remove = keep_top(scores, scores < threshold, min_tokens_to_keep)
     return scores.masked_fill(remove, NEG_INF)
 
 
@@ -212,6 +220,9 @@ def xtc_filter(scores: torch.Tensor, threshold: float, probability: float, unifo
     ``min_tokens_to_keep`` tokens would remain (llama.cpp's ``min_keep`` check).
     ``uniform`` ``(batch,)`` is drawn by the caller from the step's seeded generator.
     """
+    check_number("xtc_threshold", threshold, lambda v: 0 <= v <= 1, "0 <= xtc_threshold <= 1")
+    check_number("xtc_probability", probability, lambda v: 0 <= v <= 1, "0 <= xtc_probability <= 1")
+    check_keep(min_tokens_to_keep)
     probs = torch.softmax(scores, dim=-1)
     finite = torch.isfinite(scores)
     top = (probs >= threshold) & finite
@@ -222,3 +233,104 @@ def xtc_filter(scores: torch.Tensor, threshold: float, probability: float, unifo
     fires = (uniform.to(scores.device)[:, None] < probability) & (n_top >= 2)
     fires &= remaining >= min_tokens_to_keep
     return scores.masked_fill(remove & fires, NEG_INF)
+
+
+def p_less_filter(scores: torch.Tensor, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """p-less sampling (llama.cpp ``p-less``; "p-less Sampling: A Robust Hyperparameter-Free
+    Approach for LLM Decoding", arXiv 2509.23234): keep the tokens whose probability is at least
+    the collision probability Σ p², the chance that two independent draws agree. A peaked
+    distribution keeps few tokens, a flat one many; there is no parameter to tune."""
+    check_keep(min_tokens_to_keep)
+    probs = torch.softmax(scores, dim=-1)
+    collision = (probs * probs).sum(-1, keepdim=True)
+    remove = keep_top(scores, probs < collision, min_tokens_to_keep)
+    return scores.masked_fill(remove, NEG_INF)
+
+
+# ----------------------------------------------------------------------------- temperature
+
+def dynamic_temperature(scores: torch.Tensor, temperature: float, dynatemp_range: float,
+                        dynatemp_exponent: float = 1.0) -> torch.Tensor:
+    """Dynamic temperature (llama.cpp ``llama_sampler_temp_ext_apply``, "entropy-based dynamic
+    temperature" of kalomaze, llama.cpp #4972): per row,
+
+        T = T_min + (T_max − T_min) · (H / ln N) ** dynatemp_exponent
+
+    with T_min = max(0, T − range), T_max = T + range, H the entropy of softmax(scores) and N
+    the number of tokens still allowed (finite). A row with one token left is untouched; T = 0
+    keeps only the top token (llama.cpp's temperature <= 0). ``dynatemp_range`` 0 is plain
+    temperature."""
+    check_number("temperature", temperature, lambda v: v > 0, "temperature > 0")
+    check_number("dynatemp_range", dynatemp_range, lambda v: v >= 0, "dynatemp_range >= 0 (0 = off)")
+    check_number("dynatemp_exponent", dynatemp_exponent, lambda v: v >= 0, "dynatemp_exponent >= 0")
+    if dynatemp_range == 0:
+        return scores / temperature
+    t = dynamic_temperature_value(scores, temperature, dynatemp_range, dynatemp_exponent)[:, None]
+    top_only = scores.masked_fill(scores < scores.amax(-1, keepdim=True), NEG_INF)
+    scaled = torch.where(t > 0, scores / t.clamp(min=torch.finfo(scores.dtype).tiny), top_only)
+    return torch.where(torch.isnan(t), scores, scaled)
+
+
+def dynamic_temperature_value(scores: torch.Tensor, temperature: float, dynatemp_range: float,
+                              dynatemp_exponent: float = 1.0) -> torch.Tensor:
+    """The temperature ``dynamic_temperature`` uses for every row, ``(batch,)`` (for traces);
+    NaN for a row with one token left (untouched)."""
+    low, high = max(0.0, temperature - dynatemp_range), temperature + dynatemp_range
+    allowed = torch.isfinite(scores).sum(-1)
+    logp = torch.log_softmax(scores, dim=-1)
+    entropy = -(logp.exp() * logp).nan_to_num(0.0).sum(-1)
+    normalised = entropy / torch.log(allowed.clamp(min=2).to(scores.dtype))
+    t = low + (high - low) * normalised.pow(dynatemp_exponent)
+    return torch.where(allowed > 1, t, torch.nan)
+
+
+# ----------------------------------------------------------------------------- adaptive-p
+
+# llama.cpp's adaptive-p transform constants (``llama-sampling.cpp``, PR #17927): width of the
+# favoured band around the target, the logit at the target, how fast logits fall off.
+ADAPTIVE_WIDTH = 0.3
+ADAPTIVE_PEAK = 5.0
+ADAPTIVE_SHARPNESS = 10.0
+
+
+def check_adaptive(target: float, decay: float) -> None:
+    check_number("adaptive_target", target, lambda v: 0 <= v <= 1,
+                 "0 <= adaptive_target <= 1 (< 0 = off: leave the stage out)")
+    check_number("adaptive_decay", decay, lambda v: 0 <= v <= 0.99, "0 <= adaptive_decay <= 0.99")
+
+
+def adaptive_start(target: float, decay: float, rows: int) -> torch.Tensor:
+    """The per-row state ``(rows, 2)``: [weighted sum, total weight] of the exponential moving
+    average of chosen tokens' probabilities, primed as if the target had been met all along
+    (llama.cpp: ``target / (1 − decay)``, ``1 / (1 − decay)``)."""
+    check_adaptive(target, decay)
+    return torch.tensor([[target / (1.0 - decay), 1.0 / (1.0 - decay)]] * rows, dtype=torch.float32)
+
+
+def adaptive_target_now(state: torch.Tensor, target: float) -> torch.Tensor:
+    """The adapted target of every row, ``(rows,)``: clamp(2·target − EMA, 0, 1). When recent
+    choices were more likely than the target, it aims lower, and the other way round."""
+    return (2.0 * target - state[:, 0] / state[:, 1]).clamp(0.0, 1.0)
+
+
+def adaptive_p(scores: torch.Tensor, state: torch.Tensor, target: float, decay: float) -> torch.Tensor:
+    """Adaptive-p (llama.cpp ``llama_sampler_adaptive_p_apply``, PR #17927): new logits that peak
+    at the tokens whose probability is nearest the adapted target,
+
+        d = |p − target_now| / 0.3,   logit = 5 − 10 · d² / (1 + d)
+
+    (quadratic near the target, linear in the tails); removed tokens stay removed. The caller
+    draws from softmax of the result and updates ``state`` with ``adaptive_update``."""
+    check_adaptive(target, decay)
+    probs = torch.softmax(scores, dim=-1)
+    aim = adaptive_target_now(state.to(scores.device), target)[:, None]
+    d = ((probs - aim) / ADAPTIVE_WIDTH).abs()
+    logits = ADAPTIVE_PEAK - ADAPTIVE_SHARPNESS * d * d / (1.0 + d)
+    return torch.where(torch.isfinite(scores), logits.to(scores.dtype), NEG_INF)
+
+
+def adaptive_update(state: torch.Tensor, chosen_prob: torch.Tensor, decay: float) -> torch.Tensor:
+    """After the draw: EMA ← (p + decay · weighted sum, 1 + decay · total weight), with p the
+    chosen token's probability *before* the transform (llama.cpp ``adaptive_p_accept``)."""
+    p = chosen_prob.to(state.device, state.dtype)
+    return torch.stack([p + decay * state[:, 0], 1.0 + decay * state[:, 1]], dim=1)

@@ -12,7 +12,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-FINISH_REASONS = ("eos", "length", "stop_string", "context")
+# Why a sequence ended (``SequenceResult.finish_reason``): end-of-sequence, a stop string, the
+# token budget, the model's context. ``rows.StopChecker`` decides; nothing else spells them.
+EOS, STOP_STRING, LENGTH, CONTEXT = "eos", "stop_string", "length", "context"
+FINISH_REASONS = (EOS, STOP_STRING, LENGTH, CONTEXT)
 
 
 @dataclass

@@ -11,7 +11,9 @@ It works over the recorded top-N only, renormalised: the tokens outside it are u
 min-p and temperature depend only on logit differences among the kept tokens, so their kept sets
 are exact whenever the recorded tokens include everything they keep; top-p, typical, epsilon and
 eta measure probability mass and act as if the tail outside the top-N had none (``top_n_mass``
-says how much it really had). XTC is random and is left out.
+says how much it really had); so do top-H, p-less and dynamic temperature, which measure
+entropy or Σp². XTC is random and is left out; adaptive-p starts from its initial average (the
+run's average at that step is in the step's ``extra``).
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ import math
 
 import torch
 
-from .chain import PENALTY_STAGES, StepContext, apply_chain, build_chain, chain_names
+from .chain import PENALTY_STAGES, SAMPLING_STAGES, Chain, StepContext, build_chain
 from .config import DecodingConfig
+from .stages import SPECS
 from .trace import Candidate, StepTrace
 
-# The knobs the what-if panel offers, and the other sampling knobs it carries over.
-WHATIF_KNOBS = ("temperature", "top_k", "top_p", "min_p")
-CARRIED_KNOBS = ("typical_p", "epsilon_cutoff", "eta_cutoff", "top_n_sigma", "min_tokens_to_keep",
-                 "processor_order")
+# Every knob of the sampling stages (from the stage registry; XTC is random and left out), and
+# the settings carried over from the run.
+WHATIF_KNOBS = tuple(dict.fromkeys(f for name in SAMPLING_STAGES if name != "xtc"
+                                   for f in SPECS[name].fields))
+CARRIED_KNOBS = ("min_tokens_to_keep", "processor_order")
 
 
 def input_stage(step: StepTrace) -> int:
@@ -73,13 +77,14 @@ def whatif_step(step: StepTrace, config: DecodingConfig) -> StepTrace:
         values = [math.log(c.probs[base]) if c.kept[base] and c.probs[base] > 0 else -math.inf
                   for c in step.candidates]
     scores = torch.tensor([values], dtype=torch.float32)
-    stages = build_chain(config, eos_ids=[])
-    ctx = StepContext(input_ids=torch.zeros((1, 0), dtype=torch.long), prompt_length=0)
-    final, history = apply_chain(stages, ctx, scores, record=True)
+    chain = Chain(build_chain(config, eos_ids=[]))
+    ctx = StepContext(input_ids=torch.zeros((1, 0), dtype=torch.long), prompt_length=0,
+                      state=chain.start(1))
+    final, history, _ = chain.run(ctx, scores, record=True)
     logprobs = [torch.log_softmax(h, dim=-1)[0] for h in history]
     probs = torch.stack([lp.exp() for lp in logprobs], dim=1).tolist()      # (candidates, stages)
     kept = torch.stack([torch.isfinite(h[0]) for h in history], dim=1).tolist()
-    names = chain_names(stages)
+    names = list(chain.names)
     names[0] = "raw" if base == 0 else f"after {step.stages[base]}"
     candidates = [dataclasses.replace(c, probs=p, kept=k)
                   for c, p, k in zip(step.candidates, probs, kept)]
