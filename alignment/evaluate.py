@@ -4,8 +4,10 @@
 decodings and measures, per (model, decoding):
 
 - **stance** of the generated answers two ways (no external judge offline):
-  (a) the stance classifier of ``alignment.stance`` (support / oppose / neutral fractions and
-  the mean P(support)); (b) per model, the likelihood margin
+  (a) the stance judge of ``alignment.stance``, validated on labelled generated answers
+  (support / oppose / neutral fractions and the mean P(support), each with a 95 % bootstrap
+  interval over prompts, samples nested; adapter − base differences paired by prompt);
+  (b) per model, the likelihood margin
   log π(support reference | prompt) − log π(oppose reference | prompt) on the test prompts;
 - **side effects**, always beside stance: end-of-sequence rate, mean length, loop rate
   (``detect_loop``, ≥ 2 cycles), rep-2/3 (Su et al. 2022) and the sample-based KL to the base
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -46,7 +49,8 @@ from decoding.specs import StrategySpec, parse_specs
 
 from .data import StanceRecord, load_stance_records
 from .scoring import sequence_logprobs, token_logprobs
-from .stance import StanceClassifier, StanceConfig, fit_stance_classifier
+from .bootstrap import Interval, bootstrap_difference, bootstrap_mean, by_prompt
+from .stance import StanceConfig, StanceJudge, fit_stance_judge
 
 DEFAULT_DECODINGS = "greedy;sample:top_p=0.9;beam:num_beams=4"
 DPO_FAMILY = ("dpo", "ipo", "simpo")
@@ -62,7 +66,8 @@ class EvalConfig:
     decodings: str = field(default=DEFAULT_DECODINGS, metadata={
         "help": "decoding specs STRATEGY[:field=value,...], separated by ';'"})
     samples: int = field(default=3, metadata={
-        "help": "samples per prompt for sampling decodings (seeds seed, seed+1, ...); "
+        "help": "samples per prompt for sampling decodings (each (prompt, sample) gets its own seed, "
+                "derived from --seed and recorded); "
                 "deterministic decodings run once"})
     max_new_tokens: int = field(default=96, metadata={"help": "new tokens per answer"})
     chat: bool = field(default=True, metadata={"help": "use the chat template (the adapters' training format)"})
@@ -139,10 +144,12 @@ class GenerationRecord:
     token_ids: list[int]
     finish_reason: str
     p_support: float = float("nan")
+    p_oppose: float = float("nan")
     stance: str = ""
     loop_period: int | None = None
     loop_onset: int | None = None
     kl_tokens: float | None = None       # Σ_t log π − log π_base over this answer
+    seed: int | None = None              # the sampling seed this answer was drawn with
 
     @property
     def looped(self) -> bool:
@@ -156,12 +163,22 @@ class GenerationRecord:
 MIXED_ROWS = 64
 
 
+def sample_seed(run_seed: int, prompt_id: Any, sample: int) -> int:
+    """The sampling seed of sample ``sample`` of prompt ``prompt_id`` in a run seeded
+    ``run_seed``: a hash of the three, so different prompts (and samples) draw independent
+    random numbers while the run stays reproducible. (``seed + k`` for every prompt made
+    sample k of all prompts share one stream: at seed 0 four prompts' top-p answers opened
+    with the same sentence, and the prompts were no longer independent draws.)"""
+    digest = hashlib.sha256(f"{run_seed}\x00{prompt_id!r}\x00{sample}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
 def generate_answers(lm: LM, label: str, items: Sequence[tuple[Any, str]],
                      spec: StrategySpec | Sequence[StrategySpec], samples: int,
                      chat: bool) -> list[GenerationRecord]:
     """Every ``(id, prompt)`` answered once per deterministic decoding and ``samples`` times per
-    sampling one (seeds seed, seed+1, …); records come decoding by decoding, then sample by
-    sample, then item by item. Every decoding and sample runs in shared mixed batches
+    sampling one (seed ``sample_seed(config seed, id, k)`` for sample k, recorded); records
+    come decoding by decoding, then sample by sample, then item by item. Every decoding and sample runs in shared mixed batches
     (``decoding.generate_mixed``: one forward pass per step for all of them, the tokens each
     gets alone). A loop counts when the answer ends in >= 2 cycles covering >= 8 tokens
     (``answer_loop``)."""
@@ -170,18 +187,20 @@ def generate_answers(lm: LM, label: str, items: Sequence[tuple[Any, str]],
     for one in specs:
         runs = samples if one.config.strategy in ("sample", "mirostat") else 1
         for k in range(runs):
-            config = one.config.replace(seed=one.config.seed + k)
-            jobs += [(one, k, item_id, text, config) for item_id, text in items]
+            jobs += [(one, k, item_id, text, one.config.replace(seed=sample_seed(one.config.seed, item_id, k)))
+                     for item_id, text in items]
     gens = generate_mixed(lm, [(text, config) for *_, text, config in jobs], chat=chat,
                           max_rows=MIXED_ROWS)
     out = []
-    for (one, k, item_id, _, _), gen in zip(jobs, gens):
+    for (one, k, item_id, _, config), gen in zip(jobs, gens):
         seq = gen.sequences[0]
         loop = answer_loop(seq.token_ids)
+        sampled = one.config.strategy in ("sample", "mirostat")
         out.append(GenerationRecord(label, one.label, item_id, k, seq.text, list(seq.token_ids),
                                     seq.finish_reason,
                                     loop_period=loop.period if loop else None,
-                                    loop_onset=loop.onset if loop else None))
+                                    loop_onset=loop.onset if loop else None,
+                                    seed=config.seed if sampled else None))
     return out
 
 
@@ -190,6 +209,12 @@ def answer_loop(token_ids: Sequence[int], min_tokens: int = 8):
     >= ``min_tokens`` tokens (a doubled word is not a loop); else None."""
     loop = detect_loop(list(token_ids)) if len(token_ids) >= 2 else None
     return loop if loop is not None and loop.is_loop and loop.length >= min_tokens else None
+
+
+def judge_records(judge: StanceJudge, records: Sequence[GenerationRecord], prompts: dict[Any, str]) -> None:
+    """Fill ``p_support``, ``p_oppose`` and ``stance`` of every record from the judge."""
+    for g, v in zip(records, judge.judge([prompts[g.prompt_id] for g in records], [g.text for g in records])):
+        g.p_support, g.p_oppose, g.stance = v.p_support, v.p_oppose, v.stance
 
 
 def implicit_reward(policy: LM, base: LM, subject: "Subject | None", prompt_ids: Sequence[int],
@@ -205,20 +230,56 @@ def implicit_reward(policy: LM, base: LM, subject: "Subject | None", prompt_ids:
     return float((subject.beta or 0.1) * (lp - lb).sum())
 
 
+STANCE_VALUES = {
+    "support": lambda r: r.stance == "support",
+    "oppose": lambda r: r.stance == "oppose",
+    "neutral": lambda r: r.stance == "neutral",
+    "mean_p_support": lambda r: r.p_support,
+    "loop_rate": lambda r: r.looped,
+}
+
+
+def intervals(records: Sequence[GenerationRecord], seed: int = 0) -> dict[str, list[float]]:
+    """95 % bootstrap intervals over prompts, samples nested (``alignment.bootstrap``), of the
+    stance fractions, the mean P(support) and the loop rate of one cell: ``{name: [low, high]}``."""
+    out = {}
+    for name, value in STANCE_VALUES.items():
+        if name == "mean_p_support" and any(r.p_support != r.p_support for r in records):
+            continue
+        ci = bootstrap_mean(list(by_prompt(records, value).values()), seed=seed)
+        out[name] = [ci.low, ci.high]
+    return out
+
+
+def differences(adapter: Sequence[GenerationRecord], base: Sequence[GenerationRecord],
+                seed: int = 0) -> dict[str, Interval]:
+    """adapter − base for the same prompts (one decoding), paired by prompt, samples nested:
+    the change in each stance fraction, in mean P(support) and in loop rate, with 95 %
+    intervals. A difference whose interval contains 0 is not a finding."""
+    out = {}
+    for name, value in STANCE_VALUES.items():
+        if name == "mean_p_support" and any(r.p_support != r.p_support for r in list(adapter) + list(base)):
+            continue
+        out[name] = bootstrap_difference(by_prompt(adapter, value), by_prompt(base, value), seed=seed)
+    return out
+
+
 def summarise(records: Sequence[GenerationRecord]) -> dict[str, Any]:
-    """Stance fractions and side effects of one (model, decoding) cell."""
+    """Stance fractions and side effects of one (model, decoding) cell, with 95 % intervals over
+    prompts (``ci``) for the stance fractions, mean P(support) and loop rate."""
     n = len(records)
     stance = {label: sum(r.stance == label for r in records) / n for label in ("support", "oppose", "neutral")}
     ids = [r.token_ids[:-1] if r.finish_reason == "eos" else r.token_ids for r in records]
     kls = [r.kl_tokens for r in records if r.kl_tokens is not None]
     tokens = sum(len(r.token_ids) for r in records if r.kl_tokens is not None)
-    return {"answers": n, **stance,
+    return {"answers": n, "prompts": len({r.prompt_id for r in records}), **stance,
             "mean_p_support": float(np.nanmean([r.p_support for r in records])),
             "eos_rate": sum(r.finish_reason == "eos" for r in records) / n,
             "mean_length": float(np.mean([len(r.token_ids) for r in records])),
             "loop_rate": sum(r.looped for r in records) / n,
             **{f"rep_{n}": _safe(rep_n, ids, n) for n in (2, 3, 4)},
-            "kl_to_base": (sum(kls) / tokens) if tokens else None}
+            "kl_to_base": (sum(kls) / tokens) if tokens else None,
+            "ci": intervals(records)}
 
 
 def _safe(fn, *args):
@@ -231,7 +292,7 @@ def _safe(fn, *args):
 def pairwise_counts(adapter: Sequence[GenerationRecord], base: Sequence[GenerationRecord],
                     target: str | None, tie_margin: float) -> dict[str, Any]:
     """Win / lose / tie of adapter answers against the base's for the same prompt, decoding
-    and sample index, judged by the classifier's P(support) moved towards ``target``
+    and sample index, judged by the judge's P(support) moved towards ``target``
     (``support`` when the adapter's target is unknown). Counts overall and per prompt."""
     sign = -1.0 if target == "oppose" else 1.0
     base_by_key = {(r.decoding, r.prompt_id, r.sample): r for r in base}
@@ -306,12 +367,13 @@ def attach_kl(policy: LM, base: LM, records: list[GenerationRecord], prompts: di
 @dataclass
 class EvaluationReport:
     config: dict
-    classifier: dict
+    judge: dict                       # the stance judge's validated agreement (StanceJudge.summary)
     subjects: list[dict]
     cells: list[dict]                 # one per (model, decoding): summarise() + labels
     likelihood: dict[str, dict]       # model -> {"mean_margin", "per_prompt"}
     preference: dict[str, dict]       # adapter -> preference_accuracy()
     pairwise: dict[str, dict]         # "adapter|decoding" -> pairwise_counts()
+    differences: dict[str, dict]      # "adapter|decoding" -> {stat: Interval dict}: adapter − base
     generations: list[GenerationRecord]
     seconds: float
 
@@ -323,11 +385,11 @@ class EvaluationReport:
 
 def answer_models(base: LM, subjects: Sequence[Subject], items: Sequence[tuple[Any, str]],
                   specs: Sequence[StrategySpec], samples: int, chat: bool,
-                  classifier: StanceClassifier | None,
+                  judge: StanceJudge | None,
                   on_model: Callable[[LM, Subject, list[GenerationRecord]], None] | None = None,
                   progress: Callable[[str], None] | None = None) -> list[GenerationRecord]:
     """Every subject × decoding on ``items`` (``(id, prompt)``): answers with their stance
-    (when a classifier is given) and, for adapters, the KL of their answers to the base. Each
+    (when a judge is given) and, for adapters, the KL of their answers to the base. Each
     adapter is loaded once (``load_subject``); ``on_model`` sees every loaded model with its
     answers, for measurements that need the model (likelihood margins, preference accuracy)."""
     note = progress or (lambda text: None)
@@ -338,9 +400,8 @@ def answer_models(base: LM, subjects: Sequence[Subject], items: Sequence[tuple[A
         lm = load_subject(subject, base)
         note(f"{subject.label}: {', '.join(spec.label for spec in specs)}")
         mine = generate_answers(lm, subject.label, items, specs, samples, chat)
-        if classifier is not None:
-            for g, p in zip(mine, classifier.support_probability([g.text for g in mine])):
-                g.p_support, g.stance = float(p), classifier.label(float(p))
+        if judge is not None:
+            judge_records(judge, mine, prompts)
         if subject.adapter is not None:
             attach_kl(lm, base, mine, prompts, chat)
         if on_model is not None:
@@ -351,12 +412,12 @@ def answer_models(base: LM, subjects: Sequence[Subject], items: Sequence[tuple[A
 
 
 def evaluate(adapters: Sequence[str], config: EvalConfig | None = None, model_name: str | None = None,
-             base: LM | None = None, classifier: StanceClassifier | None = None, stance_config: StanceConfig | None = None,
+             base: LM | None = None, judge: StanceJudge | None = None, stance_config: StanceConfig | None = None,
              progress: Callable[[str], None] | None = None) -> EvaluationReport:
     """Base + every adapter × every decoding on the test prompts (module docstring).
 
     ``model_name``: the base model (None: the embedded one); ``base`` an already loaded copy of
-    it (never modified); ``classifier`` a fitted stance classifier to reuse."""
+    it (never modified); ``judge`` a fitted stance judge to reuse."""
     config = config or EvalConfig()
     started = time.perf_counter()
     specs = config.specs()
@@ -369,8 +430,8 @@ def evaluate(adapters: Sequence[str], config: EvalConfig | None = None, model_na
         raise DecodingLabError(f"adapter names must differ (the directory name labels each): {labels}")
     note = progress or (lambda text: None)
     base = base or load_model(model_name)
-    note("fitting the stance classifier")
-    classifier = classifier or fit_stance_classifier(base, stance_config)
+    note("fitting the stance judge")
+    judge = judge or fit_stance_judge(base, stance_config)
     likelihood, preference, pairwise = {}, {}, {}
 
     def per_model(lm: LM, subject: Subject, _answers: list[GenerationRecord]) -> None:
@@ -383,41 +444,63 @@ def evaluate(adapters: Sequence[str], config: EvalConfig | None = None, model_na
             preference[subject.label] = acc
 
     generations = answer_models(base, subjects, [(r.id, r.prompt) for r in records], specs, config.samples,
-                                config.chat, classifier, per_model, note)
+                                config.chat, judge, per_model, note)
     cells = [{"model": s.label, "decoding": spec.label,
               **summarise([a for a in generations if a.model == s.label and a.decoding == spec.label])}
              for s in subjects for spec in specs]
     by_subject = {s.label: [a for a in generations if a.model == s.label] for s in subjects}
+    diffs = {}
     for subject in subjects[1:]:
         for spec in specs:
             mine = [a for a in by_subject[subject.label] if a.decoding == spec.label]
             theirs = [a for a in by_subject["base"] if a.decoding == spec.label]
-            pairwise[f"{subject.label}|{spec.label}"] = pairwise_counts(mine, theirs, subject.target,
-                                                                      config.tie_margin)
+            key = f"{subject.label}|{spec.label}"
+            pairwise[key] = pairwise_counts(mine, theirs, subject.target, config.tie_margin)
+            diffs[key] = {k: v.to_dict() for k, v in differences(mine, theirs).items()}
     return EvaluationReport(
         config={**config.__dict__, "decodings": [s.label for s in specs]},
-        classifier=classifier.summary(),
+        judge=judge.summary(),
         subjects=[s.__dict__ for s in subjects], cells=cells, likelihood=likelihood,
-        preference=preference, pairwise=pairwise, generations=generations,
+        preference=preference, pairwise=pairwise, differences=diffs, generations=generations,
         seconds=round(time.perf_counter() - started, 1))
 
 
 # --------------------------------------------------------------------------- text views
 
+def judge_line(summary: dict) -> str:
+    """What the stance numbers rest on, for every report that prints them."""
+    rec = ", ".join(f"{k} {r:.2f}" for k, r in summary["recall"].items() if r is not None)
+    return (f"stance judge ({summary['features']}): validated on {summary['n']} {summary['validated_on']}: "
+            f"accuracy {summary['accuracy']:.2f}, recall {rec}, kappa {summary['kappa']:.2f}")
+
+
+def _ci(cell: dict, name: str) -> str:
+    low, high = cell["ci"][name]
+    return f"[{100 * low:.0f},{100 * high:.0f}]"
+
+
 def format_table(report: EvaluationReport) -> str:
-    """The per-(model, decoding) table, the likelihood margins and preference accuracies."""
-    lines = [f"stance classifier: cross-validated accuracy {report.classifier['cv_accuracy']:.3f} "
-             f"({report.classifier['examples']} answers, layer {report.classifier['layer']}); neutral band "
-             f"P(support) in ({report.classifier['neutral_band'][0]:.2f}, {report.classifier['neutral_band'][1]:.2f})",
-             "",
-             f"{'model':<16} {'decoding':<24} {'n':>3} {'support':>8} {'oppose':>7} {'neutral':>8} "
-             f"{'P(sup)':>7} {'EOS':>5} {'len':>6} {'loop':>5} {'rep-2':>6} {'KL':>7}"]
+    """The per-(model, decoding) table with 95 % intervals over prompts, the adapter − base
+    differences, the likelihood margins and preference accuracies."""
+    lines = [judge_line(report.judge), "95 % intervals: bootstrap over prompts, samples nested.", "",
+             f"{'model':<16} {'decoding':<24} {'n':>3} {'support %':>14} {'oppose %':>14} {'neutral':>7} "
+             f"{'P(sup)':>6} {'EOS':>5} {'len':>6} {'loop %':>13} {'rep-2':>6} {'KL':>7}"]
     for c in report.cells:
         kl = "" if c["kl_to_base"] is None else f"{c['kl_to_base']:.3f}"
         rep2 = "" if c["rep_2"] is None else f"{c['rep_2']:.1f}"
-        lines.append(f"{c['model'][:16]:<16} {c['decoding'][:24]:<24} {c['answers']:>3} {c['support']:>8.0%} "
-                     f"{c['oppose']:>7.0%} {c['neutral']:>8.0%} {c['mean_p_support']:>7.2f} {c['eos_rate']:>5.0%} "
-                     f"{c['mean_length']:>6.1f} {c['loop_rate']:>5.0%} {rep2:>6} {kl:>7}")
+        lines.append(f"{c['model'][:16]:<16} {c['decoding'][:24]:<24} {c['answers']:>3} "
+                     f"{100 * c['support']:>4.0f} {_ci(c, 'support'):>9} {100 * c['oppose']:>4.0f} {_ci(c, 'oppose'):>9} "
+                     f"{c['neutral']:>7.0%} {c['mean_p_support']:>6.2f} {c['eos_rate']:>5.0%} "
+                     f"{c['mean_length']:>6.1f} {100 * c['loop_rate']:>3.0f} {_ci(c, 'loop_rate'):>9} {rep2:>6} {kl:>7}")
+    if report.differences:
+        lines += ["", "adapter - base, same prompts and decoding (percentage points, 95 % interval; * = excludes 0):"]
+        for key, d in report.differences.items():
+            parts = []
+            for name in ("support", "oppose", "loop_rate"):
+                i = d[name]
+                star = "*" if i["low"] > 0 or i["high"] < 0 else " "
+                parts.append(f"{name} {100 * i['estimate']:+4.0f} [{100 * i['low']:+.0f},{100 * i['high']:+.0f}]{star}")
+            lines.append(f"  {key:<40} " + "  ".join(parts))
     lines += ["", "likelihood margin log pi(support ref) - log pi(oppose ref), mean over test prompts:"]
     for model, m in report.likelihood.items():
         lines.append(f"  {model:<16} {m['mean_margin']:+8.2f} nats ({m['mean_margin_per_token']:+.3f} per token)")

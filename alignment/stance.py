@@ -1,152 +1,195 @@
-"""A stance classifier for generated answers, with no external judge (offline).
+"""The stance judge: does a *generated* answer support or oppose live-action adaptations, or
+take no side? No external judge is available offline, so it is a small supervised model on
+frozen base-model features (``alignment.stance_features``), validated where it is used.
 
-Logistic regression on frozen base-model features: the mean-pooled hidden state of the answer
-text (no prompt, no chat template) at one decoder layer, standardised, L2-regularised, fitted
-with L-BFGS in float64. Trained on the stance set's supporting (label 1) and opposing (label 0)
-answers; the classifier only judges *answers*, so it does not depend on the policy being
-evaluated (``alignment_anchors.md`` §5, option 3).
+- **Trained on** the reference answers of a course-schema set (support / oppose) and the
+  *development* split of a set of generated answers labelled by reading them
+  (``datasets/stance_judge_set.jsonl``; guide in ``datasets/README.md``), with "neutral"
+  (no side, off-topic, incoherent) as a class of its own.
+- **Validated on** that set's *test* split, whose prompts it never saw: accuracy, recall per
+  class, macro-F1, Cohen's κ and the calibration of P(support) (``alignment.agreement``).
+  Below ``min_accuracy`` it refuses to label anything (``StanceClassifierError``): a judge
+  that cannot tell generated answers apart must not be used to count them.
+- **Model:** multinomial logistic regression (standardised features, L2, L-BFGS in float64)
+  over P(support), P(oppose), P(neutral). A side is called only when its probability reaches
+  ``min_side_probability``; otherwise the answer is "neutral".
 
-Honesty checks, both reported:
-
-- cross-validated accuracy with folds grouped by record, so a prompt's two answers are never
-  split between training and validation; below ``min_accuracy`` (0.9) the classifier refuses
-  to label anything (``StanceClassifierError``);
-- a neutral band: answers with P(support) within ``band`` of 0.5 are "neutral", not forced to a
-  side (off-topic text, loops, empty answers land here or get flagged by the side effects).
-
-Known weakness: a bag-of-states model latches onto lexical cues; a looping "… it is great, it
-is great …" reads as supportive. That is why loop rate and length are always reported beside it.
+The first version of this module was the ``answer`` features + references only + a binary
+model with a neutral band around P = 0.5. It stays expressible (``StanceConfig(features=
+"answer", labelled="", three_way=False)``) as the baseline every report compares against: on
+the hand-written references it reached 0.969 cross-validated accuracy, on generated answers it
+called almost everything "support".
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from decoding.errors import DecodingLabError, out_of_range
-from decoding.io import write_bytes_atomic
-from decoding.models import LM, cache_root
+from decoding.models import LM
 
-from .data import StanceRecord, load_stance_records
-from .scoring import base_of, right_pad
+from .agreement import agreement
+from .data import DATASET_DIR, DatasetError, load_stance_records
+from .stance_features import FEATURE_SETS, feature_matrix, layer_index
 
 LABELS = ("support", "oppose", "neutral")
+JUDGE_SET = DATASET_DIR / "stance_judge_set.jsonl"
+SHIPPED_JUDGE_SETS = {"stance-judge": JUDGE_SET}
 
 
 class StanceClassifierError(DecodingLabError):
-    """The classifier is not good enough to be used (or was asked something it cannot do)."""
+    """The judge is not good enough to be used (or was asked something it cannot do)."""
 
 
 @dataclass(frozen=True)
 class StanceConfig:
-    """How the stance classifier is built."""
+    """How the stance judge is built (each field's help is its documentation)."""
 
     dataset: str = field(default="stance", metadata={
-        "help": "course-schema records whose support/oppose answers train the classifier"})
+        "help": "course-schema records whose support/oppose reference answers are training "
+                "examples ('' for none)"})
+    labelled: str = field(default="stance-judge", metadata={
+        "help": "generated answers labelled by reading (JSONL with split dev/test): the dev split "
+                "trains, the test split validates ('' for none: no validation on generations)"})
+    features: str = field(default="context+likelihood", metadata={
+        "help": f"feature families joined by '+', from {', '.join(FEATURE_SETS)}"})
+    three_way: bool = field(default=True, metadata={
+        "help": "neutral is a class of its own (else support vs oppose with a neutral band)"})
     layer_fraction: float = field(default=0.67, metadata={
-        "help": "which decoder layer's states to pool, as a fraction of the depth (1.0 = the "
-                "last layer); middle-upper layers carry more topic-independent stance"})
-    l2: float = field(default=1.0, metadata={
+        "help": "which decoder layer's states to pool, as a fraction of the depth (1.0 = the last)"})
+    l2: float = field(default=30.0, metadata={
         "help": "L2 penalty on the weights (on standardised features), > 0"})
-    folds: int = field(default=5, metadata={"help": "cross-validation folds (grouped by record), >= 2"})
-    min_accuracy: float = field(default=0.9, metadata={
-        "help": "refuse to classify when cross-validated accuracy is below this"})
+    reference_weight: float = field(default=0.5, metadata={
+        "help": "weight of each reference answer relative to a labelled generation, >= 0"})
+    min_side_probability: float = field(default=0.5, metadata={
+        "help": "three-way: a side is called only at this probability or more, else neutral; "
+                "in [0, 1)"})
     band: float = field(default=0.15, metadata={
-        "help": "P(support) within this of 0.5 is labelled neutral, in [0, 0.5)"})
+        "help": "two-way only: P(support) within this of 0.5 is neutral, in [0, 0.5)"})
+    min_accuracy: float = field(default=0.7, metadata={
+        "help": "refuse to judge when accuracy on the labelled test split is below this "
+                "(without a labelled set: cross-validated accuracy on the references)"})
+    folds: int = field(default=5, metadata={"help": "cross-validation folds (grouped by prompt), >= 2"})
     seed: int = field(default=0, metadata={"help": "fold assignment seed"})
 
     def __post_init__(self) -> None:
+        kinds = self.kinds
+        if not kinds or any(k not in FEATURE_SETS for k in kinds) or len(set(kinds)) != len(kinds):
+            raise out_of_range("features", self.features, f"distinct names from {', '.join(FEATURE_SETS)} "
+                               "joined by '+'")
         if not 0 < self.layer_fraction <= 1:
             raise out_of_range("layer_fraction", self.layer_fraction, "(0, 1]")
         if not self.l2 > 0:
             raise out_of_range("l2", self.l2, "l2 > 0")
-        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
-            raise out_of_range("folds", self.folds, "an integer >= 2")
-        if not 0 <= self.min_accuracy <= 1:
-            raise out_of_range("min_accuracy", self.min_accuracy, "[0, 1]")
+        if not self.reference_weight >= 0:
+            raise out_of_range("reference_weight", self.reference_weight, "reference_weight >= 0")
+        if not 0 <= self.min_side_probability < 1:
+            raise out_of_range("min_side_probability", self.min_side_probability, "0 <= p < 1")
         if not 0 <= self.band < 0.5:
             raise out_of_range("band", self.band, "0 <= band < 0.5")
+        if not 0 <= self.min_accuracy <= 1:
+            raise out_of_range("min_accuracy", self.min_accuracy, "[0, 1]")
+        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
+            raise out_of_range("folds", self.folds, "an integer >= 2")
+        if not self.dataset and not self.labelled:
+            raise out_of_range("dataset", self.dataset, "a reference set or a labelled set (both are empty)")
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.features.split("+") if k.strip())
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return LABELS if self.three_way else LABELS[:2]
 
 
-# --------------------------------------------------------------------------- features
+# --------------------------------------------------------------------------- labelled answers
 
-def layer_index(num_layers: int, fraction: float) -> int:
-    """``hidden_states`` index for a depth fraction (0 is the embeddings, ``num_layers`` the
-    last, normed, layer)."""
-    return max(1, min(num_layers, round(fraction * num_layers)))
+@dataclass(frozen=True)
+class LabelledAnswer:
+    """One answer (generated, or a reference) with the stance a reader gave it."""
 
-
-@torch.inference_mode()
-def answer_features(lm: LM, texts: Sequence[str], layer: int, batch_size: int = 16) -> np.ndarray:
-    """Mean-pooled hidden states ``(len(texts), hidden)`` of each text at ``layer``, computed by
-    the base model (adapter off), right-padded batches."""
-    tok = lm.tokenizer
-    pad = tok.pad_token_id or 0
-    rows = []
-    for start in range(0, len(texts), batch_size):
-        chunk = [tok(t, add_special_tokens=False)["input_ids"] or [pad] for t in texts[start:start + batch_size]]
-        ids, mask = right_pad(chunk, pad)
-        with base_of(lm) as model:
-            states = model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                           output_hidden_states=True).hidden_states[layer].float().cpu()
-        weights = mask[..., None].float()
-        rows.append(((states * weights).sum(1) / weights.sum(1)).double().numpy())
-    return np.concatenate(rows)
+    uid: str
+    prompt_id: str
+    prompt: str
+    answer: str
+    label: str
+    split: str        # "dev", "test" or "reference"
+    model: str = ""
+    decoding: str = ""
 
 
-def cached_features(lm: LM, texts: Sequence[str], layer: int) -> np.ndarray:
-    """``answer_features`` of the training answers, cached on disk under the model's weight
-    fingerprint, the layer and a hash of the texts (``$XDG_CACHE_HOME/decoding-lab/stance``):
-    the classifier is refitted by every evaluation, study and lab session, and the forward
-    passes are its only cost (about a minute on 2 cores; the fit itself takes a second)."""
-    if not lm.fingerprint or getattr(lm, "adapter", None):
-        return answer_features(lm, texts, layer)
-    digest = hashlib.sha256("\x00".join(texts).encode("utf-8")).hexdigest()[:16]
-    path = cache_root() / "stance" / f"{lm.fingerprint[:16]}-L{layer}-{digest}.npy"
-    if path.is_file():
+def load_labelled_answers(name_or_path: str | Path) -> list[LabelledAnswer]:
+    """The labelled generations of a shipped name (``stance-judge``) or a JSONL file; every
+    line needs ``uid, prompt_id, prompt, answer, label, split`` (label in support / oppose /
+    neutral, split dev / test). A bad line is refused with its number."""
+    path = SHIPPED_JUDGE_SETS.get(str(name_or_path)) or Path(name_or_path)
+    if not path.is_file():
+        raise DatasetError(f"labelled={str(name_or_path)!r} is neither a shipped labelled set "
+                           f"({', '.join(SHIPPED_JUDGE_SETS)}) nor an existing file")
+    out = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
         try:
-            x = np.load(path)
-            if x.shape[0] == len(texts):
-                return x
-        except (OSError, ValueError):
-            pass
-    x = answer_features(lm, texts, layer)
-    buffer = io.BytesIO()
-    np.save(buffer, x)
-    write_bytes_atomic(path, buffer.getvalue())
-    return x
+            row = json.loads(line)
+            item = LabelledAnswer(str(row["uid"]), str(row["prompt_id"]), row["prompt"], row["answer"],
+                                  row["label"], row["split"], row.get("model", ""), row.get("decoding", ""))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DatasetError(f"{path}: line {number}: not a labelled answer ({exc})") from None
+        if item.label not in LABELS or item.split not in ("dev", "test"):
+            raise DatasetError(f"{path}: line {number}: label={item.label!r} / split={item.split!r}; "
+                               f"allowed: label in {LABELS}, split in ('dev', 'test')")
+        out.append(item)
+    return out
+
+
+def reference_answers(dataset: str) -> list[LabelledAnswer]:
+    """The support and oppose reference answers of a course-schema set, as labelled answers."""
+    out = []
+    for r in load_stance_records(dataset):
+        out += [LabelledAnswer(f"r{r.id}s", f"r{r.id}", r.prompt, r.support, "support", "reference"),
+                LabelledAnswer(f"r{r.id}o", f"r{r.id}", r.prompt, r.oppose, "oppose", "reference")]
+    return out
 
 
 # --------------------------------------------------------------------------- logistic regression
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, steps: int = 200) -> tuple[np.ndarray, float]:
-    """Weights and bias of L2-regularised logistic regression (mean log-loss + l2/2n·|w|²),
-    L-BFGS on float64. ``x`` must already be standardised."""
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y.astype(np.float64))
-    w = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+def fit_softmax(x: np.ndarray, y: np.ndarray, classes: int, l2: float, weights: np.ndarray | None = None,
+                steps: int = 300) -> tuple[np.ndarray, np.ndarray]:
+    """Weights ``(d, classes)`` and bias ``(classes,)`` of L2-regularised multinomial logistic
+    regression: weighted mean cross-entropy + l2/(2n)·|W|², L-BFGS in float64. ``x`` must
+    already be standardised; ``y`` holds class indices."""
+    xt = torch.from_numpy(x)
+    yt = torch.from_numpy(y.astype(np.int64))
+    wt = torch.from_numpy(np.ones(len(y)) if weights is None else weights.astype(np.float64))
+    w = torch.zeros((x.shape[1], classes), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(classes, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=steps, line_search_fn="strong_wolfe",
                             tolerance_grad=1e-9, tolerance_change=1e-12)
 
     def closure():
         opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(xt @ w + b, yt)
-        loss = loss + l2 / (2 * len(y)) * (w @ w)
+        losses = torch.nn.functional.cross_entropy(xt @ w + b, yt, reduction="none")
+        loss = (wt * losses).sum() / wt.sum() + l2 / (2 * len(y)) * (w * w).sum()
         loss.backward()
         return loss
 
     with torch.enable_grad():
         opt.step(closure)
-    return w.detach().numpy(), float(b.detach())
+    return w.detach().numpy(), b.detach().numpy()
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
 
 
 @dataclass
@@ -164,7 +207,7 @@ class Standardiser:
 
 
 def grouped_folds(groups: Sequence, folds: int, seed: int) -> list[np.ndarray]:
-    """Fold index of every row, whole groups at a time (a record's two answers together)."""
+    """Row indices of each fold, whole groups (prompts) at a time."""
     unique = sorted(set(groups), key=str)
     order = np.random.default_rng(seed).permutation(len(unique))
     fold_of = {unique[i]: rank % folds for rank, i in enumerate(order)}
@@ -172,88 +215,151 @@ def grouped_folds(groups: Sequence, folds: int, seed: int) -> list[np.ndarray]:
     return [np.flatnonzero(assignment == k) for k in range(folds)]
 
 
-def cross_validate(x: np.ndarray, y: np.ndarray, groups: Sequence, l2: float, folds: int,
-                   seed: int) -> float:
-    """Accuracy over all held-out rows of grouped k-fold cross-validation."""
-    correct = 0
-    for held in grouped_folds(groups, folds, seed):
-        train = np.setdiff1d(np.arange(len(y)), held)
-        scaler = Standardiser.fit(x[train])
-        w, b = fit_logistic(scaler(x[train]), y[train], l2)
-        correct += int(((_sigmoid(scaler(x[held]) @ w + b) >= 0.5) == (y[held] == 1)).sum())
-    return correct / len(y)
+# --------------------------------------------------------------------------- the judge
+
+@dataclass(frozen=True)
+class Verdict:
+    """The judge's view of one answer."""
+
+    p_support: float
+    p_oppose: float
+    p_neutral: float
+    stance: str
 
 
-# --------------------------------------------------------------------------- the classifier
+def decide(probabilities: np.ndarray, config: StanceConfig) -> list[str]:
+    """Labels of rows of class probabilities (columns in ``config.classes`` order)."""
+    out = []
+    for row in probabilities:
+        if not config.three_way:
+            p = row[0]
+            out.append("neutral" if abs(p - 0.5) < config.band else ("support" if p > 0.5 else "oppose"))
+            continue
+        best = int(np.argmax(row))
+        side = LABELS[best]
+        out.append(side if side == "neutral" or row[best] >= config.min_side_probability else "neutral")
+    return out
+
 
 @dataclass
-class StanceClassifier:
-    """P(support) of answer texts; ``label`` maps it to support / oppose / neutral."""
+class FittedModel:
+    scaler: Standardiser
+    weights: np.ndarray
+    bias: np.ndarray
+
+    def probabilities(self, x: np.ndarray) -> np.ndarray:
+        return softmax(self.scaler(x) @ self.weights + self.bias)
+
+
+def fit_model(x: np.ndarray, labels: Sequence[str], sample_weights: np.ndarray, config: StanceConfig) -> FittedModel:
+    index = {c: i for i, c in enumerate(config.classes)}
+    keep = np.array([lab in index for lab in labels])
+    y = np.array([index[lab] for lab in labels if lab in index])
+    scaler = Standardiser.fit(x[keep])
+    w, b = fit_softmax(scaler(x[keep]), y, len(config.classes), config.l2, sample_weights[keep])
+    return FittedModel(scaler, w, b)
+
+
+@dataclass
+class StanceJudge:
+    """P(support), P(oppose), P(neutral) of (prompt, answer) pairs, and the stance label."""
 
     lm: LM
     config: StanceConfig
     layer: int
-    scaler: Standardiser
-    weights: np.ndarray
-    bias: float
-    cv_accuracy: float
-    train_accuracy: float
-    examples: int
+    model: FittedModel
+    validation: dict          # agreement on the labelled test split (or CV on the references)
+    validated_on: str         # "generations (test split)" or "references (cross-validation)"
+    examples: dict
 
-    def support_probability(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros(0)
-        x = answer_features(self.lm, list(texts), self.layer)
-        return _sigmoid(self.scaler(x) @ self.weights + self.bias)
+    def judge(self, prompts: Sequence[str], answers: Sequence[str]) -> list[Verdict]:
+        if len(prompts) != len(answers):
+            raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
+        if not answers:
+            return []
+        x = feature_matrix(self.lm, list(prompts), list(answers), self.config.kinds, self.layer, cache=False)
+        return self.verdicts(self.model.probabilities(x))
 
-    def label(self, p_support: float) -> str:
-        """support / oppose, or neutral within the band around 0.5."""
-        if abs(p_support - 0.5) < self.config.band:
-            return "neutral"
-        return "support" if p_support > 0.5 else "oppose"
+    def verdicts(self, probabilities: np.ndarray) -> list[Verdict]:
+        labels = decide(probabilities, self.config)
+        out = []
+        for row, label in zip(probabilities, labels):
+            p_neutral = float(row[2]) if self.config.three_way else 0.0
+            out.append(Verdict(float(row[0]), float(row[1]), p_neutral, label))
+        return out
 
     def summary(self) -> dict:
-        return {"cv_accuracy": round(self.cv_accuracy, 4), "train_accuracy": round(self.train_accuracy, 4),
-                "examples": self.examples, "layer": self.layer, "folds": self.config.folds,
-                "l2": self.config.l2, "neutral_band": [0.5 - self.config.band, 0.5 + self.config.band],
-                "dataset": self.config.dataset}
+        v = self.validation
+        return {"validated_on": self.validated_on, "accuracy": round(v["accuracy"], 4),
+                "macro_f1": round(v["macro_f1"], 4), "kappa": round(v["kappa"], 4),
+                "recall": {k: (None if r is None else round(r, 4)) for k, r in v["recall"].items()},
+                "neutral_called_side": v.get("neutral_called_side"), "n": v["n"],
+                "features": self.config.features, "layer": self.layer, "three_way": self.config.three_way,
+                "examples": self.examples, "min_accuracy": self.config.min_accuracy}
+
+    def describe(self) -> str:
+        """One line for reports: what the judge is and how well it agreed with readers."""
+        s = self.summary()
+        rec = ", ".join(f"{k} {r:.2f}" for k, r in s["recall"].items() if r is not None)
+        return (f"stance judge ({s['features']}, layer {s['layer']}): on {s['n']} {s['validated_on']} "
+                f"accuracy {s['accuracy']:.2f}, recall {rec}, macro-F1 {s['macro_f1']:.2f}, "
+                f"kappa {s['kappa']:.2f}")
 
 
-def training_texts(records: Sequence[StanceRecord]) -> tuple[list[str], np.ndarray, list]:
-    texts, labels, groups = [], [], []
-    for r in records:
-        texts += [r.support, r.oppose]
-        labels += [1, 0]
-        groups += [r.id, r.id]
-    return texts, np.array(labels), groups
+def training_rows(config: StanceConfig) -> tuple[list[LabelledAnswer], list[LabelledAnswer]]:
+    """(training answers, test answers): references + the labelled dev split; the test split."""
+    refs = reference_answers(config.dataset) if config.dataset else []
+    labelled = load_labelled_answers(config.labelled) if config.labelled else []
+    return refs + [a for a in labelled if a.split == "dev"], [a for a in labelled if a.split == "test"]
 
 
-def fit_stance_classifier(lm: LM, config: StanceConfig | None = None,
-                          require: bool = True) -> StanceClassifier:
-    """Fit on ``config.dataset`` with the base model ``lm`` (adapter off); cross-validate.
+def row_weights(rows: Sequence[LabelledAnswer], config: StanceConfig) -> np.ndarray:
+    return np.array([config.reference_weight if r.split == "reference" else 1.0 for r in rows])
 
-    ``require=True`` raises ``StanceClassifierError`` when the cross-validated accuracy is
-    below ``config.min_accuracy``: a classifier that cannot tell the reference answers apart
-    must not be used to label generations.
-    """
+
+def features_of(lm: LM, rows: Sequence[LabelledAnswer], config: StanceConfig, layer: int) -> np.ndarray:
+    return feature_matrix(lm, [r.prompt for r in rows], [r.answer for r in rows], config.kinds, layer)
+
+
+def cross_validated(x: np.ndarray, rows: Sequence[LabelledAnswer], config: StanceConfig) -> dict:
+    """Agreement of out-of-fold predictions, folds grouped by prompt."""
+    probabilities = np.zeros((len(rows), len(config.classes)))
+    weights = row_weights(rows, config)
+    for held in grouped_folds([r.prompt_id for r in rows], config.folds, config.seed):
+        train = np.setdiff1d(np.arange(len(rows)), held)
+        model = fit_model(x[train], [rows[i].label for i in train], weights[train], config)
+        probabilities[held] = model.probabilities(x[held])
+    return agreement([r.label for r in rows], decide(probabilities, config), LABELS, probabilities[:, 0])
+
+
+def fit_stance_judge(lm: LM, config: StanceConfig | None = None, require: bool = True) -> StanceJudge:
+    """Fit on the references and the labelled dev split with the base model ``lm`` (adapter
+    off); validate on the labelled test split (or, with no labelled set, cross-validate on the
+    references). ``require=True`` raises ``StanceClassifierError`` below ``min_accuracy``."""
     config = config or StanceConfig()
-    records = load_stance_records(config.dataset)
-    if len(records) < config.folds:
-        raise StanceClassifierError(f"dataset {config.dataset!r} has {len(records)} records; "
-                                    f"cross-validation needs at least folds={config.folds}")
-    num_layers = lm.model.config.get_text_config().num_hidden_layers
-    layer = layer_index(num_layers, config.layer_fraction)
-    texts, y, groups = training_texts(records)
-    x = cached_features(lm, texts, layer)
-    cv = cross_validate(x, y, groups, config.l2, config.folds, config.seed)
-    scaler = Standardiser.fit(x)
-    w, b = fit_logistic(scaler(x), y, config.l2)
-    train_acc = float(((_sigmoid(scaler(x) @ w + b) >= 0.5) == (y == 1)).mean())
-    classifier = StanceClassifier(lm, config, layer, scaler, w, b, cv, train_acc, len(y))
-    if require and cv < config.min_accuracy:
+    layer = layer_index(lm.model.config.get_text_config().num_hidden_layers, config.layer_fraction)
+    train_rows, test_rows = training_rows(config)
+    if len({r.label for r in train_rows if r.label in config.classes}) < 2:
+        raise StanceClassifierError(f"the judge's training answers ({config.dataset!r} + dev split of "
+                                    f"{config.labelled!r}) do not cover two stances")
+    x = features_of(lm, train_rows, config, layer)
+    model = fit_model(x, [r.label for r in train_rows], row_weights(train_rows, config), config)
+    if test_rows:
+        p = model.probabilities(features_of(lm, test_rows, config, layer))
+        validation = agreement([r.label for r in test_rows], decide(p, config), LABELS, p[:, 0])
+        where = "generated answers (labelled test split)"
+    else:
+        if len({r.prompt_id for r in train_rows}) < config.folds:
+            raise StanceClassifierError(f"{len(train_rows)} training answers cannot be cross-validated "
+                                        f"in folds={config.folds}")
+        validation = cross_validated(x, train_rows, config)
+        where = "reference answers (cross-validation)"
+    examples = {"train": len(train_rows), "test": len(test_rows)}
+    judge = StanceJudge(lm, config, layer, model, validation, where, examples)
+    if require and not validation["accuracy"] >= config.min_accuracy:
         raise StanceClassifierError(
-            f"stance classifier cross-validated accuracy {cv:.3f} is below min_accuracy="
-            f"{config.min_accuracy} (layer {layer}, {len(y)} answers of {config.dataset!r}); its "
-            "labels would not be trustworthy. Allowed: a dataset or layer_fraction that separates "
-            "the stances, or a lower min_accuracy with care")
-    return classifier
+            f"stance judge accuracy {validation['accuracy']:.3f} on {validation['n']} {where} is below "
+            f"min_accuracy={config.min_accuracy} (features {config.features}, layer {layer}); its labels "
+            "would not be trustworthy. Allowed: a labelled set it agrees with, other features, or a "
+            "lower min_accuracy with care")
+    return judge

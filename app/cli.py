@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "app.cli_train",
     "app.cli_data",
     "app.cli_evaluate",
+    "app.cli_stance",
 ]
 
 

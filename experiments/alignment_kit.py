@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from alignment.evaluate import GenerationRecord, Subject, answer_models, summarise
-from alignment.stance import StanceClassifier
+from alignment.stance import StanceJudge
 from alignment.train import TrainConfig, train
 from decoding.io import write_bytes_atomic, write_text_atomic
 from decoding.models import LM
@@ -119,11 +119,11 @@ def train_into_run(run: Run, label: str, config: TrainConfig, base: LM) -> Train
 
 def measure_models(base: LM, subjects: Sequence[Subject], items: Sequence[tuple[Any, str]],
                    specs: Sequence[StrategySpec], samples: int, chat: bool,
-                   classifier: StanceClassifier | None,
+                   judge: StanceJudge | None,
                    on_model: Callable[[LM, Subject, list[GenerationRecord]], None] | None = None
                    ) -> list[GenerationRecord]:
     """``alignment.evaluate.answer_models`` with the study's progress lines."""
-    return answer_models(base, subjects, items, specs, samples, chat, classifier, on_model, note)
+    return answer_models(base, subjects, items, specs, samples, chat, judge, on_model, note)
 
 
 def cells(records: Sequence[GenerationRecord], extra: Callable[[list[GenerationRecord]], dict] | None = None

@@ -4,7 +4,7 @@ stance more than β does?
 A grid of adapters (none; DPO with β ∈ {0.05, 0.1, 0.5}; ORPO), all trained towards *oppose*
 on the stance set (the base already supports; ``--support-ratio``, ``--lr``), × decodings (greedy, beam-4, temperature 0.7 / 1.0 / 1.3 with top-p 0.95,
 min-p 0.1, repetition penalty 1.2, DRY 0.8). Every cell: the stance of the held-out test
-prompts' answers (classifier P(support) and support/oppose/neutral), loop rate, EOS rate and the
+prompts' answers (the stance judge's P(support) and support/oppose/neutral), loop rate, EOS rate and the
 KL to the base. Two heatmaps (support %, loop %), the per-step KL / total variation of one
 answer, and a variance decomposition: how much of the spread of P(support) over the grid is
 explained by the adapter (row means) and how much by the decoding (column means).
@@ -17,9 +17,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from alignment.data import load_stance_records
-from alignment.evaluate import Subject, load_subject
+from alignment.evaluate import Subject, judge_line, load_subject
 from alignment.scoring import stepwise_shift
-from alignment.stance import StanceConfig, fit_stance_classifier
+from alignment.stance import StanceConfig, fit_stance_judge
 from alignment.train import TrainConfig
 from decoding import DecodingConfig, load_model
 from decoding.models import LM
@@ -92,14 +92,14 @@ def variance_split(table: np.ndarray) -> dict[str, float]:
 def run_grid(settings: GridSettings, root: str = "runs", model: str | None = None,
         base: LM | None = None, stance_config: StanceConfig | None = None) -> str:
     """Run the study; ``base`` an already loaded model (tests: the tiny one), ``stance_config``
-    the classifier\'s settings."""
+    the stance judge\'s settings."""
     base = base or load_model(model)
     records = load_stance_records("stance-test")[: settings.test_prompts]
     items = [(r.id, r.prompt) for r in records]
     specs = parse_specs(settings.decodings, DecodingConfig(max_new_tokens=settings.max_new_tokens,
                                                            seed=settings.seed))
     with open_run(STUDY, root, params={**settings.__dict__, "adapters": list(settings.adapters)}) as run:
-        classifier = fit_stance_classifier(base, stance_config)
+        judge = fit_stance_judge(base, stance_config)
         trained = {}
         for label in settings.adapters:
             method, beta = ADAPTERS[label]
@@ -110,7 +110,7 @@ def run_grid(settings: GridSettings, root: str = "runs", model: str | None = Non
             trained[label] = kit.train_into_run(run, label, config, base)
             run.progress(trained=list(trained))
         subjects = [Subject("base", None)] + [t.subject for t in trained.values()]
-        answers = kit.measure_models(base, subjects, items, specs, settings.samples, True, classifier)
+        answers = kit.measure_models(base, subjects, items, specs, settings.samples, True, judge)
         rows = kit.cells(answers)
         models = [s.label for s in subjects]
         decodings = [s.label for s in specs]
@@ -129,7 +129,7 @@ def run_grid(settings: GridSettings, root: str = "runs", model: str | None = Non
         heatmaps(grid, models, decodings, run.file("heatmaps.png"))
         shift_figure(shift, run.file("per_step_kl.png"))
         write_text_atomic(run.file("report.md"), report(settings, rows, grid, models, decodings, split,
-                                                        shift, classifier.summary(), trained))
+                                                        shift, judge.summary(), trained))
     kit.note(f"report: {run.path / 'report.md'}")
     return str(run.path)
 
@@ -180,7 +180,7 @@ def shift_figure(shift: dict, path) -> None:
     kit.save_figure(fig, path)
 
 
-def report(settings, rows, grid, models, decodings, split, shift, classifier, trained) -> str:
+def report(settings, rows, grid, models, decodings, split, shift, judge, trained) -> str:
     ps = grid["mean_p_support"]
     adapter_range = float(np.ptp(ps.mean(1)))
     decoding_range = float(np.ptp(ps.mean(0)))
@@ -192,8 +192,8 @@ def report(settings, rows, grid, models, decodings, split, shift, classifier, tr
              f"Embedded SmolLM2-135M-Instruct; adapters trained towards {settings.direction} on "
              f"{settings.pairs} stance pairs, {settings.epochs} epochs, learning rate "
              f"{settings.learning_rate:g}; {len(decodings)} decodings; held-out test prompts, "
-             f"{settings.samples} samples per sampling cell, {settings.max_new_tokens} new tokens. Stance "
-             f"classifier cross-validated accuracy {classifier['cv_accuracy']:.3f}."
+             f"{settings.samples} samples per sampling cell, {settings.max_new_tokens} new tokens. "
+             + judge_line(judge) + "."
              + (" **Quick run: one adapter, two decodings, 4 prompts.**" if settings.quick else ""), "",
              "## The answer", "",
              f"Of the spread of mean P(support) over the {len(models)} × {len(decodings)} grid, "

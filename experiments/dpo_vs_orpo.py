@@ -26,8 +26,8 @@ import numpy as np
 
 from alignment.curves import plot_training_curves
 from alignment.data import load_stance_records, resolve_path
-from alignment.evaluate import Subject
-from alignment.stance import StanceConfig, fit_stance_classifier
+from alignment.evaluate import Subject, judge_line
+from alignment.stance import StanceConfig, fit_stance_judge
 from alignment.train import TrainConfig
 from decoding import DecodingConfig, load_model
 from decoding.models import LM
@@ -88,7 +88,7 @@ def anti_repetition_split(run) -> tuple[str, list[tuple[str, str]], int]:
 def run_dpo_vs_orpo(settings: DpoOrpoSettings, root: str = "runs", model: str | None = None,
         base: LM | None = None, stance_config: StanceConfig | None = None) -> str:
     """Run the study; ``base`` an already loaded model (tests: the tiny one), ``stance_config``
-    the classifier\'s settings."""
+    the stance judge\'s settings."""
     base = base or load_model(model)
     with open_run(STUDY, root, params=settings.__dict__) as run:
         train_file, held_out, n_train = anti_repetition_split(run)
@@ -111,18 +111,18 @@ def run_dpo_vs_orpo(settings: DpoOrpoSettings, root: str = "runs", model: str | 
         specs = parse_specs(settings.decodings, DecodingConfig(max_new_tokens=settings.max_new_tokens,
                                                                seed=settings.seed))
         subjects = [Subject("base", None)] + [trained[k].subject for k in trained if k.endswith("antirep")]
-        anti = kit.measure_models(base, subjects, held_out, specs, settings.samples, chat=False, classifier=None)
+        anti = kit.measure_models(base, subjects, held_out, specs, settings.samples, chat=False, judge=None)
         rows = [dict(part="anti-repetition", **r) for r in kit.cells(anti)]
         answers = [dict(part="anti-repetition", **g.to_dict()) for g in anti]
-        classifier = None
+        judge = None
         if settings.stance_part:
-            classifier = fit_stance_classifier(base, stance_config)
+            judge = fit_stance_judge(base, stance_config)
             records = load_stance_records("stance-test")[: settings.test_prompts]
             stance_specs = parse_specs(settings.decodings, DecodingConfig(max_new_tokens=settings.stance_tokens,
                                                                           seed=settings.seed))
             subjects = [Subject("base", None)] + [trained[k].subject for k in trained if k.endswith("stance")]
             stance = kit.measure_models(base, subjects, [(r.id, r.prompt) for r in records], stance_specs,
-                                        settings.samples, chat=True, classifier=classifier)
+                                        settings.samples, chat=True, judge=judge)
             rows += [dict(part="stance", **r) for r in kit.cells(stance)]
             answers += [dict(part="stance", **g.to_dict()) for g in stance]
         kit.write_jsonl(run.file("results.jsonl"), answers)
@@ -131,7 +131,7 @@ def run_dpo_vs_orpo(settings: DpoOrpoSettings, root: str = "runs", model: str | 
             plot_training_curves(t.log_history, run.file(f"curves_{label}.png"), title=label)
         length_figure([r for r in rows if r["part"] == "anti-repetition"], run.file("lengths.png"))
         write_text_atomic(run.file("report.md"), report(settings, rows, trained, n_train, len(held_out),
-                                                        classifier.summary() if classifier else None, anti))
+                                                        judge.summary() if judge else None, anti))
     kit.note(f"report: {run.path / 'report.md'}")
     return str(run.path)
 
@@ -176,7 +176,7 @@ def ordering_sentence(rows: list[dict], decoding: str) -> str:
                else "not the seed's ordering (base > DPO > ORPO)."))
 
 
-def report(settings, rows, trained, n_train, n_test, classifier, anti) -> str:
+def report(settings, rows, trained, n_train, n_test, judge, anti) -> str:
     anti_rows = [r for r in rows if r["part"] == "anti-repetition"]
     stance_rows = [r for r in rows if r["part"] == "stance"]
     first = anti_rows[0]["decoding"]
@@ -201,8 +201,7 @@ def report(settings, rows, trained, n_train, n_test, classifier, anti) -> str:
     if stance_rows:
         lines += ["## Stance set", "",
                   f"Adapters trained towards {kit.direction(settings.support_ratio)} on "
-                  f"{settings.stance_pairs} pairs; stance classifier cross-validated accuracy "
-                  f"{classifier['cv_accuracy']:.3f}.", ""]
+                  f"{settings.stance_pairs} pairs; " + judge_line(judge) + ".", ""]
         lines += kit.md_table(stance_rows, STANCE_COLUMNS)
         lines.append("")
     lines += ["## Training", ""]

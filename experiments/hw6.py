@@ -22,8 +22,8 @@ import numpy as np
 
 from alignment.curves import plot_training_curves
 from alignment.data import load_stance_records
-from alignment.evaluate import Subject, preference_accuracy
-from alignment.stance import StanceConfig, fit_stance_classifier
+from alignment.evaluate import Subject, judge_line, preference_accuracy
+from alignment.stance import StanceConfig, fit_stance_judge
 from alignment.train import TrainConfig
 from decoding import DecodingConfig, load_model
 from decoding.models import LM
@@ -76,15 +76,15 @@ COMPARISONS = [("a", "support_ratio 0 vs 1", "ratio0", "ratio1"),
 def run_hw6(settings: Hw6Settings, root: str = "runs", model: str | None = None,
         base: LM | None = None, stance_config: StanceConfig | None = None) -> str:
     """Run the study; ``base`` an already loaded model (tests: the tiny one), ``stance_config``
-    the classifier\'s settings."""
+    the stance judge\'s settings."""
     base = base or load_model(model)
     records = load_stance_records("stance-test")[: settings.test_prompts]
     items = [(r.id, r.prompt) for r in records]
     specs = parse_specs("greedy;sample:top_p=0.9",
                         DecodingConfig(max_new_tokens=settings.max_new_tokens, seed=settings.seed))
     with open_run(STUDY, root, params=settings.__dict__) as run:
-        kit.note("fitting the stance classifier")
-        classifier = fit_stance_classifier(base, stance_config)
+        kit.note("fitting the stance judge")
+        judge = fit_stance_judge(base, stance_config)
         trained = {}
         for label, knobs in settings.runs().items():
             config = TrainConfig(method="dpo", dataset="stance", seed=settings.seed, **knobs)
@@ -97,7 +97,7 @@ def run_hw6(settings: Hw6Settings, root: str = "runs", model: str | None = None,
             if subject.adapter is not None:
                 preference[subject.label] = preference_accuracy(lm, base, subject, records, chat=True)
 
-        answers = kit.measure_models(base, subjects, items, specs, settings.samples, True, classifier, on_model)
+        answers = kit.measure_models(base, subjects, items, specs, settings.samples, True, judge, on_model)
         rows = kit.cells(answers)
         for row in rows:
             t = trained.get(row["model"])
@@ -106,12 +106,12 @@ def run_hw6(settings: Hw6Settings, root: str = "runs", model: str | None = None,
                            if k in ("accuracy", "mean_margin")} if t else {}))
         kit.write_jsonl(run.file("results.jsonl"), [g.to_dict() for g in answers])
         kit.write_csv(run.file("summary.csv"), rows)
-        write_json_atomic(run.file("classifier.json"), classifier.summary())
+        write_json_atomic(run.file("judge.json"), judge.summary())
         for label, t in trained.items():
             plot_training_curves(t.log_history, run.file(f"curves_{label}.png"), title=f"DPO {label}")
         stance_figure(rows, run.file("stance.png"))
         write_text_atomic(run.file("report.md"), report(settings, rows, trained, preference, answers,
-                                                        classifier.summary(), records))
+                                                        judge.summary(), records))
     kit.note(f"report: {run.path / 'report.md'}")
     return str(run.path)
 
@@ -132,7 +132,7 @@ def stance_figure(rows: list[dict], path) -> None:
         ax.set_ylabel("% of answers")
         ax.tick_params(axis="x", rotation=30)
     np.atleast_1d(axes)[0].legend(loc="lower left")
-    fig.suptitle("Stance of test-prompt answers (stance classifier)")
+    fig.suptitle("Stance of test-prompt answers (stance judge)")
     kit.save_figure(fig, path)
 
 
@@ -148,16 +148,14 @@ def _cell(rows, model, decoding):
     return next((r for r in rows if r["model"] == model and r["decoding"] == decoding), None)
 
 
-def report(settings, rows, trained, preference, answers, classifier, records) -> str:
+def report(settings, rows, trained, preference, answers, judge, records) -> str:
     greedy, sampled = rows[0]["decoding"], rows[1]["decoding"]
     lines = ["# hw6: DPO on the stance set, three comparisons", "",
              f"Embedded SmolLM2-135M-Instruct, DPO LoRA (r=8, q/k/v/o), β=0.1, our defaults otherwise; "
              f"{len(records)} held-out test prompts; decodings: {greedy}, {sampled} "
              f"({settings.samples} samples per prompt); {settings.max_new_tokens} new tokens."
              + (" **Quick run: small and short, only comparison (a).**" if settings.quick else ""), "",
-             f"Stance classifier: cross-validated accuracy {classifier['cv_accuracy']:.3f} on "
-             f"{classifier['examples']} reference answers (grouped 5-fold); neutral band "
-             f"{classifier['neutral_band'][0]:.2f}–{classifier['neutral_band'][1]:.2f}.", "",
+             judge_line(judge) + ".", "",
              "## Results", ""]
     lines += kit.md_table(rows, COLUMNS)
     lines += ["", "Training: " + "; ".join(f"{k}: {t.config.data_size} pairs × {t.config.epochs} epochs, "

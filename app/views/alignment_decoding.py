@@ -4,7 +4,7 @@ an adapter's answer, both next-token distributions overlaid; the per-step KL / T
 small grid of decodings × models with stance and loop rate.
 
 Presentation only: generation is ``decoding.generate``, the measurements are ``alignment.scoring``
-(teacher-forced distributions, KL, TV), ``alignment.stance`` (the classifier) and
+(teacher-forced distributions, KL, TV), ``alignment.stance`` (the stance judge) and
 ``alignment.evaluate`` (``summarise``, implicit rewards). The step slider and the overlay are a
 fragment over recorded data: moving them never calls a model.
 """
@@ -15,9 +15,9 @@ import streamlit as st
 
 from alignment.data import load_stance_records
 from alignment.evaluate import (GenerationRecord, Subject, answer_loop, generate_answers, implicit_reward,
-                                summarise)
+                                judge_records, summarise)
 from alignment.scoring import step_distributions, stepwise_shift
-from alignment.stance import StanceClassifierError, fit_stance_classifier
+from alignment.stance import StanceClassifierError, fit_stance_judge
 from app import charts_alignment as ca
 from app import lab_state
 from decoding import DecodingConfig, DecodingLabError, GenerationError, generate
@@ -40,19 +40,19 @@ DEFAULT_GRID = "greedy\nsample:top_p=0.9\nsample:min_p=0.1\ngreedy:repetition_pe
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
-def _classifier(model: str | None, tiny: bool):
-    """The stance classifier of the base model, fitted once per process (it refuses to exist
-    below its accuracy threshold: the error is cached as a message)."""
+def _judge(model: str | None, tiny: bool):
+    """The stance judge of the base model, fitted once per process (it refuses to exist below
+    its validated accuracy on generated answers: the error is cached as a message)."""
     try:
-        return fit_stance_classifier(lab_state.get_lm(model, None)), None
+        return fit_stance_judge(lab_state.get_lm(model, None)), None
     except StanceClassifierError as exc:
         return None, str(exc)
 
 
-def stance_classifier():
+def stance_judge():
     current = lab_state.settings()
-    with st.spinner("Fitting the stance classifier on the base model (once)…"):
-        return _classifier(current.model, lab_state.tiny_model_requested())
+    with st.spinner("Fitting the stance judge on the base model (once)…"):
+        return _judge(current.model, lab_state.tiny_model_requested())
 
 
 def _models(adapters: list[str]):
@@ -80,7 +80,7 @@ def run_models(prompt: str, adapters: list[str], spec_text: str, max_new_tokens:
     except DecodingLabError as exc:
         st.error(str(exc))
         return
-    classifier, refusal = stance_classifier()
+    judge, refusal = stance_judge()
     base = models[0][1]
     answers, extras = [], {}
     progress = st.progress(0.0, text="Generating…")
@@ -93,9 +93,9 @@ def run_models(prompt: str, adapters: list[str], spec_text: str, max_new_tokens:
             answer = {"model": label, "text": seq.text, "token_ids": list(seq.token_ids),
                       "finish_reason": seq.finish_reason, "loop_period": loop.period if loop else None,
                       "implicit_reward": implicit_reward(lm, base, subject, gen.prompt_ids, list(seq.token_ids))}
-            if classifier is not None:
-                p = float(classifier.support_probability([seq.text])[0])
-                answer.update(p_support=p, stance=classifier.label(p))
+            if judge is not None:
+                verdict = judge.judge([prompt], [seq.text])[0]
+                answer.update(p_support=verdict.p_support, stance=verdict.stance)
             if subject is not None:
                 progress.progress((k + 0.5) / len(models), text=f"{label}: comparing with the base, step by step")
                 extras[label] = {
@@ -165,7 +165,7 @@ def run_grid(prompt: str, adapters: list[str], specs_text: str, samples: int, ma
     except DecodingLabError as exc:
         st.error(str(exc))
         return
-    classifier, refusal = stance_classifier()
+    judge, refusal = stance_judge()
     cells = []
     progress = st.progress(0.0, text="Generating the grid…")
     total = len(models) * len(specs)
@@ -174,9 +174,8 @@ def run_grid(prompt: str, adapters: list[str], specs_text: str, samples: int, ma
             for j, spec in enumerate(specs):
                 progress.progress((i * len(specs) + j) / total, text=f"{label}: {spec.label}")
                 records: list[GenerationRecord] = generate_answers(lm, label, [(0, prompt)], spec, samples, current.chat)
-                if classifier is not None:
-                    for r, p in zip(records, classifier.support_probability([r.text for r in records])):
-                        r.p_support, r.stance = float(p), classifier.label(float(p))
+                if judge is not None:
+                    judge_records(judge, records, {0: prompt})
                 cells.append({"model": label, "decoding": spec.label, **summarise(records)})
     except (DecodingLabError, GenerationError) as exc:
         st.error(str(exc))

@@ -1,0 +1,152 @@
+"""Features of a (prompt, answer) pair for the stance judge, all from the frozen base model.
+
+Three families, each measured on generated answers before being trusted
+(``experiments/stance_judge_eval.py``):
+
+- ``answer``: the mean-pooled hidden state of the answer text alone at one decoder layer (the
+  first classifier's feature: it never sees the question, so "Yes." to "Are adaptations bad
+  for the industry?" reads like "Yes." to "Are they good?");
+- ``context``: the same pooling over the answer's tokens, but encoded *after* the chat prompt,
+  so the states can carry what the answer says about the question asked;
+- ``likelihood``: a conditional-likelihood judge. The answer's mean per-token log-probability
+  under a system turn that asks for a supporting answer, minus the same under one that asks
+  for an opposing answer (and each against the plain prompt): how much more likely the model
+  finds this answer when it is told to argue for adaptations than against them. This is the
+  classifier-free contrast of Sanchez et al. 2023 (CFG for LMs) used as a judge, in the spirit
+  of likelihood-based zero-shot classification (Brown et al. 2020, §3.9; Min et al. 2022,
+  noisy-channel scoring).
+
+Every forward runs on the base weights (adapter off) in inference mode, right-padded batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from decoding.io import write_bytes_atomic
+from decoding.models import LM, cache_root
+
+from .scoring import base_of, completion_ids, right_pad
+
+FEATURE_SETS = ("answer", "context", "likelihood")
+FEATURE_BATCH = 8
+
+# The two instructions of the likelihood judge: the same sentence, one word apart in meaning.
+PRO_SYSTEM = ("You believe live-action adaptations of anime and manga are a good thing. "
+              "Answer the question arguing in favour of them.")
+CON_SYSTEM = ("You believe live-action adaptations of anime and manga are a bad thing. "
+              "Answer the question arguing against them.")
+
+
+def layer_index(num_layers: int, fraction: float) -> int:
+    """``hidden_states`` index for a depth fraction (0 is the embeddings, ``num_layers`` the
+    last, normed, layer)."""
+    return max(1, min(num_layers, round(fraction * num_layers)))
+
+
+def chat_ids(lm: LM, prompt: str, system: str | None = None) -> list[int]:
+    """The chat-template ids of ``prompt`` (with a system turn when given) and a generation
+    prompt: where the answer starts."""
+    if system is None:
+        return lm.encode(prompt, chat=True)
+    ids = lm.tokenizer.apply_chat_template([{"role": "system", "content": system},
+                                            {"role": "user", "content": prompt}],
+                                           add_generation_prompt=True, tokenize=True)
+    if hasattr(ids, "keys"):
+        ids = ids["input_ids"]
+    return [int(i) for i in ids]
+
+
+@torch.inference_mode()
+def pooled_and_logprobs(lm: LM, prefixes: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
+                        layer: int | None) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    """For each ``prefix + answer``: the mean over the answer's positions of the hidden state
+    at ``layer`` (``None``: skip), ``(n, hidden)``; and log π(answer_t | prefix, answer_<t)
+    per answer token. An empty answer pools the prefix's last position and has no log-probs."""
+    pad = lm.tokenizer.pad_token_id or 0
+    pooled, logps = [], []
+    for start in range(0, len(answers), FEATURE_BATCH):
+        pre, ans = prefixes[start:start + FEATURE_BATCH], answers[start:start + FEATURE_BATCH]
+        ids, mask = right_pad([list(p) + list(a) for p, a in zip(pre, ans)], pad)
+        with base_of(lm) as model:
+            out = model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
+                        output_hidden_states=layer is not None)
+        logits = out.logits.float()
+        for i, (p, a) in enumerate(zip(pre, ans)):
+            lo, hi = (len(p), len(p) + len(a)) if a else (len(p) - 1, len(p))
+            if layer is not None:
+                pooled.append(out.hidden_states[layer][i, lo:hi].float().mean(0).double().cpu().numpy())
+            if a:
+                steps = logits[i, len(p) - 1:len(p) + len(a) - 1].log_softmax(-1)
+                target = torch.tensor(list(a), device=steps.device)[:, None]
+                logps.append(steps.gather(-1, target)[:, 0].double().cpu().numpy())
+            else:
+                logps.append(np.zeros(0))
+    return (np.stack(pooled) if layer is not None else None), logps
+
+
+def _mean(x: np.ndarray) -> float:
+    return float(x.mean()) if x.size else 0.0
+
+
+def family_features(lm: LM, prompts: Sequence[str], answers: Sequence[str], kind: str,
+                    layer: int) -> np.ndarray:
+    """One feature family (module docstring) of every (prompt, answer), ``(n, d)``."""
+    if kind not in FEATURE_SETS:
+        raise ValueError(f"feature kind {kind!r} unknown; allowed: {FEATURE_SETS}")
+    answer_ids = [completion_ids(lm, a) for a in answers]
+    if kind == "answer":
+        # the answer alone; its first token is the prefix (a BOS-less text), pooled from the second
+        pad = lm.tokenizer.pad_token_id or 0
+        ids = [a if len(a) > 1 else (a or [pad]) + [pad] for a in answer_ids]
+        return pooled_and_logprobs(lm, [i[:1] for i in ids], [i[1:] for i in ids], layer)[0]
+    plain = [chat_ids(lm, p) for p in prompts]
+    if kind == "context":
+        return pooled_and_logprobs(lm, plain, answer_ids, layer)[0]
+    _, lp_plain = pooled_and_logprobs(lm, plain, answer_ids, None)
+    _, lp_pro = pooled_and_logprobs(lm, [chat_ids(lm, p, PRO_SYSTEM) for p in prompts], answer_ids, None)
+    _, lp_con = pooled_and_logprobs(lm, [chat_ids(lm, p, CON_SYSTEM) for p in prompts], answer_ids, None)
+    rows = [[_mean(a - b), _mean(a - c), _mean(b - c), _mean(c), np.log1p(len(c))]
+            for a, b, c in zip(lp_pro, lp_con, lp_plain)]
+    return np.array(rows, dtype=np.float64).reshape(len(answers), 5)
+
+
+def cached_family(lm: LM, prompts: Sequence[str], answers: Sequence[str], kind: str,
+                  layer: int) -> np.ndarray:
+    """``family_features`` cached on disk (``$XDG_CACHE_HOME/decoding-lab/stance``) under the
+    base weights' fingerprint, the family, the layer and a hash of the pairs: the judge is
+    refitted by every evaluation, study and lab session, and these forwards are its only cost."""
+    if not lm.fingerprint or getattr(lm, "adapter", None):
+        return family_features(lm, prompts, answers, kind, layer)
+    blob = "\x00".join(f"{p}\x01{a}" for p, a in zip(prompts, answers))
+    if kind == "likelihood":
+        blob += PRO_SYSTEM + CON_SYSTEM
+    digest = hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+    where = "" if kind == "likelihood" else f"-L{layer}"
+    path = cache_root() / "stance" / f"{lm.fingerprint[:16]}-{kind}{where}-{digest}.npy"
+    if path.is_file():
+        try:
+            x = np.load(path)
+            if x.shape[0] == len(answers):
+                return x
+        except (OSError, ValueError):
+            pass
+    x = family_features(lm, prompts, answers, kind, layer)
+    buffer = io.BytesIO()
+    np.save(buffer, x)
+    write_bytes_atomic(path, buffer.getvalue())
+    return x
+
+
+def feature_matrix(lm: LM, prompts: Sequence[str], answers: Sequence[str], kinds: Sequence[str],
+                   layer: int, cache: bool = True) -> np.ndarray:
+    """The feature families ``kinds`` of every (prompt, answer), side by side, ``(n, d)``."""
+    if not kinds or any(k not in FEATURE_SETS for k in kinds):
+        raise ValueError(f"feature kinds {list(kinds)} unknown; allowed: {FEATURE_SETS}")
+    get = cached_family if cache else family_features
+    return np.concatenate([get(lm, prompts, answers, k, layer) for k in kinds], axis=1)

@@ -1,0 +1,102 @@
+"""``declab experiment stance-judge``: which stance judge agrees with readers on *generated*
+answers? Every candidate judge is fitted on the references and the labelled dev split and
+scored on the labelled test split (prompts it never saw), beside the first classifier (answer
+features, references only, a neutral band) as the baseline; dev numbers are grouped
+cross-validation by prompt. The shipped default (``StanceConfig()``) is one of the rows.
+
+Writes ``runs/stance-judge/<time>/report.md`` and ``results.json``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from alignment.agreement import agreement, format_agreement
+from alignment.stance import (LABELS, StanceConfig, decide, features_of, fit_model, grouped_folds, layer_index,
+                              row_weights, training_rows)
+from decoding import load_model
+from decoding.io import write_json_atomic, write_text_atomic
+from decoding.models import LM
+
+from .runs import open_run
+
+STUDY = "stance-judge"
+
+VARIANTS = {
+    "baseline: answer, refs, 2-way": StanceConfig(features="answer", three_way=False),
+    "answer, 3-way": StanceConfig(features="answer"),
+    "context, 3-way": StanceConfig(features="context"),
+    "likelihood, 3-way": StanceConfig(features="likelihood"),
+    "answer+likelihood, 3-way": StanceConfig(features="answer+likelihood"),
+    "context+likelihood, 3-way": StanceConfig(features="context+likelihood"),
+    "context+likelihood, no refs": StanceConfig(features="context+likelihood", reference_weight=0.0),
+}
+
+
+def variant_probabilities(lm: LM, config: StanceConfig, baseline: bool) -> dict:
+    """Out-of-fold dev probabilities and test probabilities of one judge configuration (the
+    baseline trains on the references only, as the first classifier did)."""
+    layer = layer_index(lm.model.config.get_text_config().num_hidden_layers, config.layer_fraction)
+    train, test = training_rows(config)
+    x, xt = features_of(lm, train, config, layer), features_of(lm, test, config, layer)
+    fit_rows = [i for i, r in enumerate(train) if not baseline or r.split == "reference"]
+    w = row_weights(train, config)
+    if baseline:
+        w = np.ones(len(train))
+    model = fit_model(x[fit_rows], [train[i].label for i in fit_rows], w[fit_rows], config)
+    dev = [i for i, r in enumerate(train) if r.split == "dev"]
+    oof = np.zeros((len(train), len(config.classes)))
+    for held in grouped_folds([r.prompt_id for r in train], config.folds, config.seed):
+        fit = [i for i in np.setdiff1d(np.arange(len(train)), held) if i in set(fit_rows)]
+        m = fit_model(x[fit], [train[i].label for i in fit], w[fit], config)
+        oof[held] = m.probabilities(x[held])
+    return {"dev_rows": [train[i] for i in dev], "dev_p": oof[dev], "test_rows": test,
+            "test_p": model.probabilities(xt)}
+
+
+def score(rows, p, config: StanceConfig) -> dict:
+    return agreement([r.label for r in rows], decide(p, config), LABELS, p[:, 0])
+
+
+def sweep(lm: LM, variants: dict[str, StanceConfig] | None = None) -> dict[str, dict]:
+    out = {}
+    for name, config in (variants or VARIANTS).items():
+        probs = variant_probabilities(lm, config, baseline=name.startswith("baseline"))
+        out[name] = {"config": config.__dict__, "dev": score(probs["dev_rows"], probs["dev_p"], config),
+                     "test": score(probs["test_rows"], probs["test_p"], config)}
+        print(format_agreement(name + " [test]", out[name]["test"]), flush=True)
+    return out
+
+
+def report_text(results: dict[str, dict]) -> str:
+    lines = ["# Stance judge: agreement with readers on generated answers", "",
+             "Each judge is fitted on the reference answers and the labelled dev split, and scored on the "
+             "labelled test split (prompts it never saw). `neutral->side` is the share of answers a reader "
+             "called neutral that the judge assigned a side. Dev: grouped 5-fold cross-validation by prompt.", ""]
+    for split in ("test", "dev"):
+        lines += [f"## {split} split", "", "| judge | n | accuracy | recall support | recall oppose | recall neutral "
+                  "| macro-F1 | κ | neutral->side | ECE |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, r in results.items():
+            a = r[split]
+            rec = [a["recall"].get(c) for c in LABELS]
+            cells = " | ".join("-" if v is None else f"{v:.2f}" for v in rec)
+            side = a.get("neutral_called_side")
+            lines.append(f"| {name} | {a['n']} | {a['accuracy']:.2f} | {cells} | {a['macro_f1']:.2f} | "
+                         f"{a['kappa']:.2f} | {'-' if side is None else f'{side:.2f}'} | {a.get('ece', float('nan')):.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def run_stance_judge(root: str = "runs", model: str | None = None) -> str:
+    lm = load_model(model)
+    with open_run(STUDY, root, {"model": model or "embedded"}) as run:
+        results = sweep(lm)
+        write_json_atomic(run.path / "results.json", results)
+        write_text_atomic(run.path / "report.md", report_text(results))
+    return str(run.path)
+
+
+if __name__ == "__main__":
+    print(run_stance_judge())
