@@ -13,6 +13,7 @@ from typing import Literal
 import altair as alt
 import pandas as pd
 
+from decoding.stages import stage_knob
 from decoding.trace import Candidate, Generation, StepTrace
 
 # matplotlib's viridis sampled at 0, 1/8, ..., 1 (van der Walt & Smith 2015): perceptually
@@ -247,17 +248,12 @@ def top_p_caption(frame: pd.DataFrame, top_p: float) -> str:
             "nucleus and are removed.")
 
 
-# Stage name -> the DecodingConfig field that sets it, where the names differ.
-STAGE_KNOBS = {"no_repeat_ngram": "no_repeat_ngram_size", "dry": "dry_multiplier",
-               "xtc": "xtc_probability"}
-
-
 def stage_titles(config: dict, stages: list[str]) -> dict[str, str]:
     """Panel titles with the knob's value, e.g. ``{"top_p": "top_p = 0.9"}``, for the stages
     set by one ``config`` field (the others keep their name)."""
     titles = {}
     for stage in stages:
-        value = config.get(STAGE_KNOBS.get(stage, stage))
+        value = config.get(stage_knob(stage))
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             titles[stage] = f"{stage} = {value:g}"
     return titles

@@ -111,13 +111,16 @@ class Stage:
 @dataclass(frozen=True)
 class Knob:
     """A config field as a lab control: range and step; ``none_at``: the control value that
-    stands for the config's ``None`` (off), e.g. min_p's slider 0."""
+    stands for the config's ``None`` (off), e.g. min_p's slider 0; ``number``: a number box
+    (with ``fmt``) rather than a slider."""
 
     field: str
     low: float
     high: float
     step: float
     none_at: float | None = None
+    number: bool = False
+    fmt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -236,32 +239,32 @@ REGISTRY: tuple[StageSpec, ...] = (
               _slots(20, 20), (Knob("diversity_penalty", 0.0, 5.0, 0.1),)),
     StageSpec("repetition_penalty", ("repetition_penalty", "penalize_prompt"),
               lambda c: c.repetition_penalty != 1.0, PENALTY, _repetition, _slots(30, 50),
-              (Knob("repetition_penalty", 0.05, 10.0, 0.05),)),
+              (Knob("repetition_penalty", 0.05, 10.0, 0.05, number=True, fmt="%.2f"),)),
     StageSpec("frequency_penalty", ("frequency_penalty",), lambda c: c.frequency_penalty != 0.0,
               PENALTY,
               lambda c, b: Stage("frequency_penalty", S.frequency_penalty,
                                  {"penalty": c.frequency_penalty},
                                  lambda ctx: {"generated_ids": ctx.generated_ids}),
-              _slots(40, 60), (Knob("frequency_penalty", -2.0, 2.0, 0.1),)),
+              _slots(40, 60), (Knob("frequency_penalty", -2.0, 2.0, 0.1, number=True, fmt="%.1f"),)),
     StageSpec("presence_penalty", ("presence_penalty",), lambda c: c.presence_penalty != 0.0,
               PENALTY,
               lambda c, b: Stage("presence_penalty", S.presence_penalty,
                                  {"penalty": c.presence_penalty},
                                  lambda ctx: {"generated_ids": ctx.generated_ids}),
-              _slots(50, 70), (Knob("presence_penalty", -2.0, 2.0, 0.1),)),
+              _slots(50, 70), (Knob("presence_penalty", -2.0, 2.0, 0.1, number=True, fmt="%.1f"),)),
     StageSpec("dry", ("dry_multiplier", "dry_base", "dry_allowed_length", "dry_sequence_breakers",
                       "dry_penalty_last_n"),
               lambda c: c.dry_multiplier > 0.0 and c.dry_penalty_last_n != 0, PENALTY, _dry,
-              _slots(60, 90), (Knob("dry_multiplier", 0.0, 5.0, 0.1),)),
+              _slots(60, 90), (Knob("dry_multiplier", 0.0, 5.0, 0.1, number=True, fmt="%.1f"),)),
     StageSpec("no_repeat_ngram", ("no_repeat_ngram_size",), lambda c: c.no_repeat_ngram_size > 0,
               PENALTY,
               lambda c, b: Stage("no_repeat_ngram", P.no_repeat_ngram,
                                  {"ngram_size": c.no_repeat_ngram_size},
                                  lambda ctx: {"input_ids": ctx.input_ids}),
-              _slots(70, 80), (Knob("no_repeat_ngram_size", 0, 20, 1),)),
+              _slots(70, 80), (Knob("no_repeat_ngram_size", 0, 20, 1, number=True),)),
     StageSpec("min_new_tokens", ("min_new_tokens",), lambda c: c.min_new_tokens > 0, PENALTY,
               _min_new_tokens,
-              _slots(80, 30), (Knob("min_new_tokens", 0, 1024, 1),)),
+              _slots(80, 30), (Knob("min_new_tokens", 0, 1024, 1, number=True),)),
     StageSpec("ignore_eos", ("ignore_eos",), lambda c: c.ignore_eos, PENALTY,
               _ignore_eos,
               _slots(90, 40)),
@@ -281,7 +284,7 @@ REGISTRY: tuple[StageSpec, ...] = (
               _slots(110, 155), (Knob("top_h", 0.0, 1.0, 0.01, none_at=0.0),)),
     StageSpec("top_k", ("top_k",), lambda c: c.top_k != 0, SAMPLING,
               lambda c, b: Stage("top_k", P.top_k_filter, {"k": c.top_k, **_keep(c)}),
-              _slots(120, 120), (Knob("top_k", 0, 1000, 1),)),
+              _slots(120, 120), (Knob("top_k", 0, 100_000, 1, number=True),)),
     StageSpec("top_p", ("top_p",), lambda c: c.top_p < 1.0, SAMPLING,
               lambda c, b: Stage("top_p", P.top_p_filter, {"p": c.top_p, **_keep(c)}),
               _slots(130, 140), (Knob("top_p", 0.01, 1.0, 0.01),)),
@@ -294,15 +297,15 @@ REGISTRY: tuple[StageSpec, ...] = (
     StageSpec("epsilon_cutoff", ("epsilon_cutoff",), lambda c: c.epsilon_cutoff > 0.0, SAMPLING,
               lambda c, b: Stage("epsilon_cutoff", P.epsilon_filter,
                                  {"epsilon": c.epsilon_cutoff, **_keep(c)}),
-              _slots(160, 160), (Knob("epsilon_cutoff", 0.0, 0.99, 1e-4),)),
+              _slots(160, 160), (Knob("epsilon_cutoff", 0.0, 0.99, 1e-4, number=True, fmt="%.4f"),)),
     StageSpec("eta_cutoff", ("eta_cutoff",), lambda c: c.eta_cutoff > 0.0, SAMPLING,
               lambda c, b: Stage("eta_cutoff", P.eta_filter, {"epsilon": c.eta_cutoff, **_keep(c)}),
-              _slots(170, 170), (Knob("eta_cutoff", 0.0, 0.99, 1e-4),)),
+              _slots(170, 170), (Knob("eta_cutoff", 0.0, 0.99, 1e-4, number=True, fmt="%.4f"),)),
     StageSpec("top_n_sigma", ("top_n_sigma",),
               lambda c: c.top_n_sigma is not None and c.top_n_sigma > 0, SAMPLING,
               lambda c, b: Stage("top_n_sigma", S.top_n_sigma_filter,
                                  {"n": c.top_n_sigma, **_keep(c)}),
-              _slots(180, 110), (Knob("top_n_sigma", 0.0, 10.0, 0.1, none_at=0.0),)),
+              _slots(180, 110), (Knob("top_n_sigma", 0.0, 10.0, 0.1, none_at=0.0, number=True, fmt="%.1f"),)),
     StageSpec("p_less", ("p_less",), lambda c: c.p_less, SAMPLING,
               lambda c, b: Stage("p_less", S.p_less_filter, _keep(c)),
               _slots(185, 152)),
@@ -320,7 +323,7 @@ REGISTRY: tuple[StageSpec, ...] = (
     # Mirostat v2 is its strategy's own last stage, outside the orders (see planned_stages).
     StageSpec("mirostat", ("mirostat_tau", "mirostat_eta"), lambda c: c.strategy == "mirostat",
               SAMPLING, _mirostat, {},
-              (Knob("mirostat_tau", 0.1, 20.0, 0.5), Knob("mirostat_eta", 0.0, 1.0, 0.01))),
+              (Knob("mirostat_tau", 0.1, 20.0, 0.5, number=True, fmt="%.1f"), Knob("mirostat_eta", 0.0, 1.0, 0.01))),
 )
 SPECS: dict[str, StageSpec] = {spec.name: spec for spec in REGISTRY}
 

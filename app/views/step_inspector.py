@@ -9,9 +9,10 @@ from __future__ import annotations
 import streamlit as st
 
 from app import charts, lab_state
-from app.views import step_branches, step_whatif
+from app.views import knobs, step_branches, step_whatif
 from decoding import DecodingConfig, help_text
 from decoding.config import STRATEGIES
+from decoding.stages import PROCESSOR_ORDERS
 
 # Session-state keys of this page (the generation itself and the widgets the code resets).
 GENERATION_KEY = "step_inspector.generation"
@@ -40,6 +41,11 @@ def _number(name: str, min_value, max_value=None, step=1, value=None, **kwargs):
                            step=step, help=help_text(name), key=knob_key(name), **kwargs)
 
 
+def _knob(name: str, note: str = ""):
+    """A decoding knob with its registry range (``decoding.stages``), starting at the default."""
+    return knobs.knob_control(name, knob_key(name), getattr(DEFAULTS, name), note)
+
+
 def _slider(name: str, min_value: float, max_value: float, step: float, value=None):
     value = getattr(DEFAULTS, name) if value is None else value
     return st.slider(name, min_value=min_value, max_value=max_value, value=value, step=step,
@@ -51,11 +57,11 @@ def common_knobs() -> dict:
     with c[0]:
         max_new_tokens = _number("max_new_tokens", 1, 1024)
     with c[1]:
-        min_new_tokens = _number("min_new_tokens", 0, 1024)
+        min_new_tokens = _knob("min_new_tokens")
     with c[2]:
-        repetition_penalty = _number("repetition_penalty", 0.05, 10.0, step=0.05, format="%.2f")
+        repetition_penalty = _knob("repetition_penalty")
     with c[3]:
-        no_repeat_ngram_size = _number("no_repeat_ngram_size", 0, 20)
+        no_repeat_ngram_size = _knob("no_repeat_ngram_size")
     ignore_eos = st.checkbox("ignore_eos", value=DEFAULTS.ignore_eos, help=help_text("ignore_eos"),
                              key=knob_key("ignore_eos"))
     return dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
@@ -66,38 +72,52 @@ def common_knobs() -> dict:
 def sample_knobs() -> dict:
     c = st.columns(5)
     with c[0]:
-        temperature = _slider("temperature", 0.05, 3.0, 0.05)
+        temperature = _knob("temperature")
     with c[1]:
-        top_k = _number("top_k", 0, 100_000)
+        top_k = _knob("top_k")
     with c[2]:
-        top_p = _slider("top_p", 0.01, 1.0, 0.01)
+        top_p = _knob("top_p")
     with c[3]:
-        min_p = _slider("min_p", 0.0, 1.0, 0.01, value=0.0)
+        min_p = _knob("min_p", " The slider's 0 is off.")
     with c[4]:
-        order = st.radio("processor_order", ["transformers", "llama.cpp"],
+        order = st.radio("processor_order", list(PROCESSOR_ORDERS),
                          help=help_text("processor_order"), key=knob_key("processor_order"))
-    with st.expander("More truncation: typical, epsilon, eta"):
-        e = st.columns(3)
+    with st.expander("More truncation: typical, epsilon, eta, top-H, p-less"):
+        e = st.columns(5)
         with e[0]:
-            typical_p = _slider("typical_p", 0.01, 1.0, 0.01)
+            typical_p = _knob("typical_p")
         with e[1]:
-            epsilon_cutoff = _number("epsilon_cutoff", 0.0, 0.99, step=1e-4, format="%.4f")
+            epsilon_cutoff = _knob("epsilon_cutoff")
         with e[2]:
-            eta_cutoff = _number("eta_cutoff", 0.0, 0.99, step=1e-4, format="%.4f")
-    with st.expander("llama.cpp samplers: top-n-sigma, XTC"):
-        e = st.columns(3)
+            eta_cutoff = _knob("eta_cutoff")
+        with e[3]:
+            top_h = _knob("top_h", " The slider's 0 is off.")
+        with e[4]:
+            p_less = st.checkbox("p_less", value=DEFAULTS.p_less, help=help_text("p_less"),
+                                 key=knob_key("p_less"))
+    with st.expander("llama.cpp samplers: top-n-sigma, XTC, dynamic temperature, adaptive-p"):
+        e = st.columns(4)
         with e[0]:
-            top_n_sigma = _number("top_n_sigma", 0.0, 10.0, step=0.1, format="%.1f", value=0.0)
+            top_n_sigma = _knob("top_n_sigma", " 0 is off.")
         with e[1]:
-            xtc_probability = _slider("xtc_probability", 0.0, 1.0, 0.05)
+            xtc_probability = _knob("xtc_probability")
         with e[2]:
-            xtc_threshold = _slider("xtc_threshold", 0.0, 1.0, 0.01)
-    # The min_p slider's 0 stands for "off" (DecodingConfig's None): keeping p >= 0·p_max keeps all.
-    return dict(temperature=temperature, top_k=top_k, top_p=top_p,
-                min_p=min_p if min_p > 0 else None, typical_p=typical_p,
-                epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff,
-                top_n_sigma=top_n_sigma if top_n_sigma > 0 else None,
+            xtc_threshold = _knob("xtc_threshold")
+        with e[3]:
+            dynatemp_range = _knob("dynatemp_range")
+        e = st.columns(4)
+        with e[0]:
+            dynatemp_exponent = _knob("dynatemp_exponent")
+        with e[1]:
+            adaptive_target = _knob("adaptive_target", " Below 0 is off.")
+        with e[2]:
+            adaptive_decay = _knob("adaptive_decay")
+    return dict(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                typical_p=typical_p, epsilon_cutoff=epsilon_cutoff, eta_cutoff=eta_cutoff,
+                top_h=top_h, p_less=p_less, top_n_sigma=top_n_sigma,
                 xtc_probability=xtc_probability, xtc_threshold=xtc_threshold,
+                dynatemp_range=dynatemp_range, dynatemp_exponent=dynatemp_exponent,
+                adaptive_target=adaptive_target, adaptive_decay=adaptive_decay,
                 processor_order=order)
 
 
@@ -106,11 +126,11 @@ def penalty_knobs() -> dict:
     with st.expander("More penalties: frequency, presence, DRY"):
         c = st.columns(4)
         with c[0]:
-            frequency_penalty = _number("frequency_penalty", -2.0, 2.0, step=0.1, format="%.1f")
+            frequency_penalty = _knob("frequency_penalty")
         with c[1]:
-            presence_penalty = _number("presence_penalty", -2.0, 2.0, step=0.1, format="%.1f")
+            presence_penalty = _knob("presence_penalty")
         with c[2]:
-            dry_multiplier = _number("dry_multiplier", 0.0, 5.0, step=0.1, format="%.1f")
+            dry_multiplier = _knob("dry_multiplier")
         with c[3]:
             penalize_prompt = st.checkbox("penalize_prompt", value=DEFAULTS.penalize_prompt,
                                           help=help_text("penalize_prompt"),
@@ -131,11 +151,11 @@ def contrastive_knobs() -> dict:
 def mirostat_knobs() -> dict:
     c = st.columns(4)
     with c[0]:
-        mirostat_tau = _number("mirostat_tau", 0.1, 20.0, step=0.5, format="%.1f")
+        mirostat_tau = _knob("mirostat_tau")
     with c[1]:
-        mirostat_eta = _slider("mirostat_eta", 0.0, 1.0, 0.01)
+        mirostat_eta = _knob("mirostat_eta")
     with c[2]:
-        temperature = _slider("temperature", 0.05, 3.0, 0.05)
+        temperature = _knob("temperature")
     return dict(mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, temperature=temperature)
 
 

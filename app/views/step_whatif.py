@@ -1,20 +1,24 @@
-"""Step inspector, what-if panel: other temperature / top-k / top-p / min-p and either processor
-order for the selected step, recomputed from the recorded top-N (``decoding.whatif``); no model
-call. A fragment of its own, nested in the scrubber: moving a knob reruns only this panel."""
+"""Step inspector, what-if panel: other sampling settings (temperature, top-k, top-p, min-p, and
+every other sampling stage of the registry) and either processor order for the selected step,
+recomputed from the recorded top-N (``decoding.whatif``); no model call. A fragment of its own,
+nested in the scrubber: moving a knob reruns only this panel."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from app import charts
-from decoding import help_text
-from decoding.chain import PROCESSOR_ORDERS
+from app.views import knobs as controls
+from decoding import DecodingConfig, help_text
 from decoding.errors import DecodingLabError
+from decoding.stages import KNOBS, PROCESSOR_ORDERS
 from decoding.trace import Generation, StepTrace
-from decoding.whatif import kept_set_change, top_n_mass, whatif_config, whatif_step
+from decoding.whatif import WHATIF_KNOBS, kept_set_change, top_n_mass, whatif_config, whatif_step
 
 PREFIX = "step_inspector.whatif."
 ORDERS = tuple(PROCESSOR_ORDERS)   # ("transformers", "llama.cpp")
+MAIN_KNOBS = ("temperature", "top_k", "top_p", "min_p")      # the first row; the rest folded
+DEFAULTS = DecodingConfig()
 
 
 def key(name: str) -> str:
@@ -24,33 +28,40 @@ def key(name: str) -> str:
 def reset(generation: Generation) -> None:
     """Set the panel's knobs to the generation's own (called before the panel is drawn)."""
     config = generation.config
-    st.session_state[key("temperature")] = float(config.get("temperature", 1.0))
-    st.session_state[key("top_k")] = int(config.get("top_k", 0))
-    st.session_state[key("top_p")] = float(config.get("top_p", 1.0))
-    st.session_state[key("min_p")] = float(config.get("min_p") or 0.0)
+    for name in WHATIF_KNOBS:
+        value = config.get(name, getattr(DEFAULTS, name))
+        st.session_state[key(name)] = (controls.control_value(name, value) if name in KNOBS
+                                       else value)
     order = config.get("processor_order")
     st.session_state[key("processor_order")] = order if order in ORDERS else ORDERS[0]
+
+
+def _control(name: str):
+    if name in KNOBS:
+        return controls.knob_control(name, key(name),
+                                     note=" The control's 0 is off." if KNOBS[name].none_at == 0
+                                     else "")
+    return st.checkbox(name, key=key(name), help=help_text(name))      # p_less: on/off
 
 
 def knobs(generation: Generation) -> dict:
     if key("temperature") not in st.session_state:
         reset(generation)
-    c = st.columns(5)
-    with c[0]:
-        temperature = st.slider("temperature", 0.05, 3.0, step=0.05, key=key("temperature"),
-                                help=help_text("temperature"))
-    with c[1]:
-        top_k = st.number_input("top_k", 0, 1000, step=1, key=key("top_k"), help=help_text("top_k"))
-    with c[2]:
-        top_p = st.slider("top_p", 0.01, 1.0, step=0.01, key=key("top_p"), help=help_text("top_p"))
-    with c[3]:
-        min_p = st.slider("min_p", 0.0, 1.0, step=0.01, key=key("min_p"),
-                          help=help_text("min_p") + " The slider's 0 is off.")
-    with c[4]:
-        order = st.radio("processor order", ORDERS, key=key("processor_order"),
-                         help=help_text("processor_order"))
-    return dict(temperature=temperature, top_k=int(top_k), top_p=top_p,
-                min_p=min_p if min_p > 0 else None, processor_order=order)
+    values = {}
+    c = st.columns(len(MAIN_KNOBS) + 1)
+    for column, name in zip(c, MAIN_KNOBS):
+        with column:
+            values[name] = _control(name)
+    with c[-1]:
+        values["processor_order"] = st.radio("processor order", ORDERS, key=key("processor_order"),
+                                             help=help_text("processor_order"))
+    rest = [name for name in WHATIF_KNOBS if name not in MAIN_KNOBS]
+    with st.expander("More sampling stages: " + ", ".join(rest)):
+        columns = st.columns(4)
+        for i, name in enumerate(rest):
+            with columns[i % 4]:
+                values[name] = _control(name)
+    return values
 
 
 def _tokens(candidates) -> str:

@@ -1,0 +1,43 @@
+"""Lab controls for the decoding knobs, drawn from the stage registry (``decoding.stages``):
+one range, step and help text per config field, shared by the step inspector and its what-if
+panel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from decoding import help_text
+from decoding.stages import KNOBS
+
+
+def control_value(name: str, value: Any) -> Any:
+    """A config value as the control shows it (``None`` = off becomes the control's off value)."""
+    knob = KNOBS[name]
+    if value is None:
+        return knob.none_at
+    return min(max(value, type(value)(knob.low)), type(value)(knob.high))   # e.g. top_n_sigma -1: off
+
+
+def config_value(name: str, value: Any) -> Any:
+    """A control's value as the config takes it (the control's off value becomes ``None``)."""
+    knob = KNOBS[name]
+    if knob.none_at is not None and value <= knob.none_at:
+        return None
+    return int(value) if isinstance(knob.step, int) and not isinstance(knob.step, bool) else value
+
+
+def knob_control(name: str, key: str, value: Any = None, note: str = "") -> Any:
+    """The slider or number box of config field ``name`` (its registry range); returns the value
+    for the config. ``value``: the initial value (None: the one in session state)."""
+    knob = KNOBS[name]
+    kwargs: dict[str, Any] = {"key": key, "help": help_text(name) + note}
+    if value is not None:
+        kwargs["value"] = control_value(name, value)
+    if knob.number:
+        raw = st.number_input(name, min_value=knob.low, max_value=knob.high, step=knob.step,
+                              format=knob.fmt, **kwargs)
+    else:
+        raw = st.slider(name, min_value=knob.low, max_value=knob.high, step=knob.step, **kwargs)
+    return config_value(name, raw)
