@@ -10,7 +10,8 @@ decodings and measures, per (model, decoding):
   (b) per model, the likelihood margin
   log π(support reference | prompt) − log π(oppose reference | prompt) on the test prompts;
 - **side effects**, always beside stance: end-of-sequence rate, mean length, loop rate
-  (``detect_loop``, ≥ 2 cycles), rep-2/3 (Su et al. 2022) and the sample-based KL to the base
+  (``find_loops``: exact, near-verbatim or template loops), rep-2/3 (Su et al. 2022) and the
+  sample-based KL to the base
   mean_t[log π_adapter(y_t) − log π_base(y_t)] over the adapter's own tokens;
 - **pairwise** (seed 001 style): adapter vs base answer for the same prompt, decoding and
   sample, a win when the answer moves P(support) towards the adapter's training target by more
@@ -42,7 +43,8 @@ import torch
 
 from decoding import DecodingConfig, load_model
 from decoding.batch import generate_mixed
-from decoding.diagnostics import detect_loop, rep_n
+from decoding.diagnostics import rep_n
+from decoding.diagnostics.summary import main_text_loop
 from decoding.errors import DecodingLabError, out_of_range
 from decoding.models import ADAPTER_META, LM, attach_adapter
 from decoding.specs import StrategySpec, parse_specs
@@ -148,6 +150,7 @@ class GenerationRecord:
     stance: str = ""
     loop_period: int | None = None
     loop_onset: int | None = None
+    loop_kind: str | None = None         # exact | near | template (find_loops)
     kl_tokens: float | None = None       # Σ_t log π − log π_base over this answer
     seed: int | None = None              # the sampling seed this answer was drawn with
 
@@ -180,7 +183,7 @@ def generate_answers(lm: LM, label: str, items: Sequence[tuple[Any, str]],
     sampling one (seed ``sample_seed(config seed, id, k)`` for sample k, recorded); records
     come decoding by decoding, then sample by sample, then item by item. Every decoding and sample runs in shared mixed batches
     (``decoding.generate_mixed``: one forward pass per step for all of them, the tokens each
-    gets alone). A loop counts when the answer ends in >= 2 cycles covering >= 8 tokens
+    gets alone). A loop counts when ``find_loops`` finds one covering >= 8 tokens
     (``answer_loop``)."""
     specs = [spec] if isinstance(spec, StrategySpec) else list(spec)
     jobs = []   # (spec, sample index, item id, prompt text, config)
@@ -194,21 +197,25 @@ def generate_answers(lm: LM, label: str, items: Sequence[tuple[Any, str]],
     out = []
     for (one, k, item_id, _, config), gen in zip(jobs, gens):
         seq = gen.sequences[0]
-        loop = answer_loop(seq.token_ids)
+        loop = answer_loop(seq.token_ids, pieces=[lm.token_text(t) for t in seq.token_ids])
         sampled = one.config.strategy in ("sample", "mirostat")
         out.append(GenerationRecord(label, one.label, item_id, k, seq.text, list(seq.token_ids),
                                     seq.finish_reason,
                                     loop_period=loop.period if loop else None,
                                     loop_onset=loop.onset if loop else None,
+                                    loop_kind=loop.kind if loop else None,
                                     seed=config.seed if sampled else None))
     return out
 
 
-def answer_loop(token_ids: Sequence[int], min_tokens: int = 8):
-    """The loop an answer ends in, when it counts as one here: >= 2 complete cycles covering
-    >= ``min_tokens`` tokens (a doubled word is not a loop); else None."""
-    loop = detect_loop(list(token_ids)) if len(token_ids) >= 2 else None
-    return loop if loop is not None and loop.is_loop and loop.length >= min_tokens else None
+def answer_loop(token_ids: Sequence[int], min_tokens: int = 8,
+                pieces: Sequence[str] | None = None):
+    """The answer's loop (``find_loops``' main finding: exact, near-verbatim or template, at
+    the end or mid-text; whitespace repetition is not one) when it covers >= ``min_tokens``
+    tokens (a doubled word is not a loop); else None. Without ``pieces`` (each token's text)
+    only exact loops can be found."""
+    loop = main_text_loop(list(token_ids), None if pieces is None else list(pieces))
+    return loop if loop is not None and loop.length >= min_tokens else None
 
 
 def judge_records(judge: StanceJudge, records: Sequence[GenerationRecord], prompts: dict[Any, str]) -> None:
