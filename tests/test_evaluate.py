@@ -1,6 +1,6 @@
-"""Evaluation: teacher-forced scoring, the stance classifier, pairwise judging, and the whole
-``evaluate`` on the tiny model with a tiny trained adapter; the real classifier's accuracy on
-the embedded model."""
+"""Evaluation: teacher-forced scoring, the stance judge, pairwise judging, and the whole
+``evaluate`` on the tiny model with a tiny trained adapter; the real judge's agreement with
+readers on the embedded model's generated answers."""
 
 from __future__ import annotations
 
@@ -75,42 +75,83 @@ def test_sample_kl_pools_tokens():
     assert math.isnan(scoring.sample_kl([torch.zeros(0)], [torch.zeros(0)]))
 
 
-# --------------------------------------------------------------------------- classifier parts
+# --------------------------------------------------------------------------- judge parts
+
+def _labelled(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+LABELLED = [{"uid": f"g{i}", "prompt_id": f"p{i % 4}", "prompt": f"Is topic {i % 4} good?",
+             "answer": text, "label": label, "split": "dev" if i % 4 < 2 else "test"}
+            for i, (text, label) in enumerate([
+                ("Yes, it helps a lot.", "support"), ("No, it hurts.", "oppose"),
+                ("The the the the", "neutral"), ("Yes, people love it.", "support"),
+                ("No, it fails.", "oppose"), ("Bananas are yellow.", "neutral"),
+                ("It helps people.", "support"), ("It hurts people.", "oppose")])]
+# the same test answer labelled both ways: no judge can reach accuracy 1.0 on this split
+CONTRADICTION = [dict(LABELLED[7], uid="g8", label="support")]
+
 
 def test_grouped_folds_keep_a_records_answers_together():
     groups = [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     folds = stance.grouped_folds(groups, 3, seed=0)
     assert sorted(np.concatenate(folds).tolist()) == list(range(10))
     for fold in folds:
-        assert {groups[i] for i in fold} == {groups[i] for i in fold if groups[i ^ 1] == groups[i]}
         assert all((i ^ 1) in fold for i in fold)
 
 
-def test_logistic_regression_separates_separable_data():
+def test_softmax_regression_separates_three_clusters():
     rng = np.random.default_rng(0)
-    x = np.concatenate([rng.normal(2, 1, (20, 3)), rng.normal(-2, 1, (20, 3))])
-    y = np.array([1] * 20 + [0] * 20)
-    w, b = stance.fit_logistic(stance.Standardiser.fit(x)(x), y, l2=1.0)
-    assert w[0] > 0 and ((x @ w + b > 0) == (y == 1)).mean() >= 0.95
-    assert stance.cross_validate(x, y, list(range(40)), 1.0, 5, 0) >= 0.9
-    noise = rng.normal(0, 1, (40, 3))
-    assert stance.cross_validate(noise, y, list(range(40)), 1.0, 5, 0) < 0.8
+    x = np.concatenate([rng.normal(m, 0.5, (20, 2)) for m in ([2, 0], [-2, 0], [0, 2])])
+    y = np.repeat([0, 1, 2], 20)
+    w, b = stance.fit_softmax(stance.Standardiser.fit(x)(x), y, 3, l2=1.0)
+    p = stance.softmax(stance.Standardiser.fit(x)(x) @ w + b)
+    assert p.shape == (60, 3) and np.allclose(p.sum(1), 1) and (p.argmax(1) == y).mean() >= 0.95
 
 
-def test_classifier_refuses_below_the_threshold(tiny, data):
-    config = stance.StanceConfig(dataset=str(data), folds=3, min_accuracy=1.0)
-    loose = stance.fit_stance_classifier(tiny, config, require=False)
-    assert 0 <= loose.cv_accuracy <= 1 and loose.examples == 12
-    if loose.cv_accuracy < 1.0:
-        with pytest.raises(stance.StanceClassifierError, match="below min_accuracy=1.0"):
-            stance.fit_stance_classifier(tiny, config)
-    p = loose.support_probability(["Yes, it helps.", "No."])
-    assert p.shape == (2,) and ((0 <= p) & (p <= 1)).all()
-    assert loose.label(0.5) == "neutral" and loose.label(0.9) == "support" and loose.label(0.1) == "oppose"
+def test_decide_calls_a_side_only_with_enough_probability():
+    config = stance.StanceConfig(min_side_probability=0.6)
+    p = np.array([[0.7, 0.2, 0.1], [0.5, 0.1, 0.4], [0.1, 0.3, 0.6], [0.2, 0.65, 0.15]])
+    assert stance.decide(p, config) == ["support", "neutral", "neutral", "oppose"]
+    two = stance.StanceConfig(three_way=False, band=0.15)
+    assert stance.decide(np.array([[0.5, 0.5], [0.9, 0.1], [0.1, 0.9]]), two) == ["neutral", "support", "oppose"]
+
+
+def test_judge_validates_on_the_test_split_and_refuses_below_the_threshold(tiny, data, tmp_path):
+    labelled = _labelled(tmp_path / "judge.jsonl", LABELLED + CONTRADICTION)
+    config = stance.StanceConfig(dataset=str(data), labelled=str(labelled), min_accuracy=1.0,
+                                 features="answer+likelihood")
+    loose = stance.fit_stance_judge(tiny, config, require=False)
+    assert loose.examples == {"train": 12 + 4, "test": 5}
+    v = loose.validation
+    assert v["n"] == 5 and v["accuracy"] <= 0.8 and "labelled test split" in loose.validated_on
+    assert sum(map(sum, v["confusion"])) == 5
+    with pytest.raises(stance.StanceClassifierError, match="below min_accuracy=1.0"):
+        stance.fit_stance_judge(tiny, config)
+    verdicts = loose.judge(["Is it good?", "Is it good?"], ["Yes, it helps.", ""])
+    assert len(verdicts) == 2
+    for verdict in verdicts:
+        assert verdict.p_support + verdict.p_oppose + verdict.p_neutral == pytest.approx(1.0)
+        assert verdict.stance in stance.LABELS
+
+
+def test_judge_without_labelled_set_cross_validates_on_references(tiny, data):
+    judge = stance.fit_stance_judge(tiny, stance.StanceConfig(dataset=str(data), labelled="", folds=3,
+                                                              three_way=False, features="answer"),
+                                    require=False)
+    assert "cross-validation" in judge.validated_on and judge.validation["n"] == 12
+
+
+def test_labelled_set_bad_line_is_refused_with_its_number(tmp_path):
+    bad = _labelled(tmp_path / "bad.jsonl", LABELLED[:2] + [dict(LABELLED[2], label="maybe")])
+    with pytest.raises(DecodingLabError, match="line 3"):
+        stance.load_labelled_answers(bad)
 
 
 @pytest.mark.parametrize("knobs", [{"layer_fraction": 0}, {"l2": 0}, {"folds": 1}, {"band": 0.5},
-                                   {"min_accuracy": 1.5}])
+                                   {"min_accuracy": 1.5}, {"features": "answer+vibes"},
+                                   {"min_side_probability": 1.0}, {"reference_weight": -1}])
 def test_stance_config_validation(knobs):
     with pytest.raises(ConfigError, match="is out of range"):
         stance.StanceConfig(**knobs)
@@ -148,23 +189,30 @@ def test_eval_config_validation():
 # --------------------------------------------------------------------------- end to end
 
 def test_evaluate_tiny_end_to_end(tiny, data, adapter):
-    classifier = stance.fit_stance_classifier(tiny, stance.StanceConfig(dataset=str(data), folds=3),
-                                              require=False)
+    judge = stance.fit_stance_judge(tiny, stance.StanceConfig(dataset=str(data), labelled="", folds=3,
+                                                              features="answer"), require=False)
     config = ev.EvalConfig(prompts=str(data), decodings="greedy;sample:top_p=0.9", samples=2,
                            max_new_tokens=12, max_prompts=3)
-    report = ev.evaluate([str(adapter)], config, base=tiny, classifier=classifier)
+    report = ev.evaluate([str(adapter)], config, base=tiny, judge=judge)
     assert [(c["model"], c["decoding"]) for c in report.cells] == [
         ("base", "greedy"), ("base", "sample:top_p=0.9"), ("tiny-dpo", "greedy"), ("tiny-dpo", "sample:top_p=0.9")]
     assert [c["answers"] for c in report.cells] == [3, 6, 3, 6]
     for cell in report.cells:
         assert cell["support"] + cell["oppose"] + cell["neutral"] == pytest.approx(1.0)
         assert 0 <= cell["eos_rate"] <= 1 and cell["mean_length"] > 0
+        for name in ("support", "loop_rate"):
+            low, high = cell["ci"][name]
+            assert low <= cell[name] <= high
     assert report.cells[0]["kl_to_base"] is None and math.isfinite(report.cells[2]["kl_to_base"])
     pref = report.preference["tiny-dpo"]
     assert pref["target"] == "support" and pref["pairs"] == 3 and math.isfinite(pref["mean_margin"])
     assert set(report.likelihood) == {"base", "tiny-dpo"}
     assert report.pairwise["tiny-dpo|greedy"]["win"] + report.pairwise["tiny-dpo|greedy"]["lose"] \
         + report.pairwise["tiny-dpo|greedy"]["tie"] == 3
+    diff = report.differences["tiny-dpo|greedy"]["support"]
+    assert diff["low"] <= diff["estimate"] <= diff["high"] and diff["prompts"] == 3
+    seeds = [g.seed for g in report.generations if g.model == "base" and g.decoding != "greedy"]
+    assert len(set(seeds)) == 6 and all(g.seed is None for g in report.generations if g.decoding == "greedy")
     json.dumps(report.to_dict())
     assert "tiny-dpo" in ev.format_table(report) and "[0]" in ev.before_after(report)
     # the base was not modified by loading the adapter
@@ -180,18 +228,21 @@ def test_cli_bad_input_exits_2(capsys, tmp_path):
     assert "samples=0" in capsys.readouterr().err
 
 
-# --------------------------------------------------------------------------- the real classifier
+# --------------------------------------------------------------------------- the real judge
 
 @pytest.mark.embedded
-def test_embedded_stance_classifier_is_accurate_enough(embedded):
-    """The shipped stance set's answers, SmolLM2 features: cross-validated accuracy >= 0.9
-    (grouped by record), and the held-out test references classified correctly."""
-    classifier = stance.fit_stance_classifier(embedded)
-    assert classifier.cv_accuracy >= 0.9
+def test_embedded_stance_judge_agrees_with_readers_on_generated_answers(embedded):
+    """The shipped judge on the labelled test split of generated answers (prompts it never saw):
+    the issue's goals, support and oppose recall >= 0.8 and under 20 % of neutral answers called
+    a side; the references of stance-test are told apart too."""
+    judge = stance.fit_stance_judge(embedded)
+    v = judge.validation
+    assert v["n"] >= 100 and v["recall"]["support"] >= 0.8 and v["recall"]["oppose"] >= 0.8
+    assert v["neutral_called_side"] < 0.2
     test = stance.load_stance_records("stance-test")
-    p_sup = classifier.support_probability([r.support for r in test])
-    p_opp = classifier.support_probability([r.oppose for r in test])
-    assert (p_sup > p_opp).mean() >= 0.85
+    sup = judge.judge([r.prompt for r in test], [r.support for r in test])
+    opp = judge.judge([r.prompt for r in test], [r.oppose for r in test])
+    assert np.mean([a.p_support > b.p_support for a, b in zip(sup, opp)]) >= 0.85
 
 
 def test_answer_loop_needs_two_cycles_and_eight_tokens():
