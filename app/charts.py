@@ -293,7 +293,7 @@ def stage_chart_spec(columns: int = 4) -> dict:
     ``panel``, the x range from ``x_room``, the height from the number of tokens), so the
     spec is the same for every step with as many panels: Streamlit then swaps the data of the
     drawn chart instead of rebuilding it, which keeps scrubbing fast (see
-    ``experiments/bench_browser.py``). Written as a plain dict: building it through Altair took
+    ``app/bench_browser.py``). Written as a plain dict: building it through Altair took
     ~130 ms (encoding inference and schema validation) on the 2-core development machine.
     """
     y = {"field": "token", "sort": {"field": "order", "op": "min"}, "title": None, "type": "nominal"}

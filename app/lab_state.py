@@ -3,7 +3,7 @@
 The model lives in ``st.cache_resource`` (one global copy, never mutated: generation runs under
 ``torch.inference_mode``); traces live in ``st.session_state`` (per user). Setting the
 environment variable ``DECLAB_TINY_MODEL=1`` swaps the model for the tiny random Llama of
-``tests/tiny.py``, so app tests run in seconds without the embedded model.
+``decoding/toy.py``, so app tests run in seconds without the embedded model.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _cached_lm(name: str | None, adapter: str | None, tiny: bool) -> LM:
     # gets the other model back.
     if tiny:
         from decoding.models import attach_adapter
-        from tests.tiny import tiny_lm
+        from decoding.toy import tiny_lm
 
         lm = tiny_lm()
         return attach_adapter(lm, adapter) if adapter else lm

@@ -23,7 +23,7 @@ from .config import DecodingConfig
 from .errors import ConfigError
 from .loop import DEFAULT_TRACE_TOP, generate_ids
 from .models import LM
-from .trace import Generation, SequenceResult, StepTrace
+from .trace import EOS, LENGTH, Generation, SequenceResult, StepTrace
 
 
 def forced_step(step: StepTrace, token_id: int) -> StepTrace:
@@ -72,10 +72,10 @@ def branch(lm: LM, generation: Generation, step: int, token_id: int, *,
     head_steps = list(steps[:step]) + [forced_step(steps[step], token_id)]
     tail_ids: list[int] = []
     tail_steps: list[StepTrace] = []
-    finish = "eos" if token_id in lm.eos_token_ids and not config.ignore_eos else None
+    finish = EOS if token_id in lm.eos_token_ids and not config.ignore_eos else None
     elapsed = 0.0
     if finish is None and len(head_ids) >= config.max_new_tokens:
-        finish = "length"
+        finish = LENGTH
     if finish is None:
         tail = generate_ids(lm, list(generation.prompt_ids) + head_ids, branch_config(config, len(head_ids)),
                             trace=True, trace_top=trace_top, prompt=generation.prompt,

@@ -73,10 +73,6 @@ def set_enabled(enabled: bool) -> bool:
     return previous
 
 
-def is_enabled() -> bool:
-    return _enabled
-
-
 # --------------------------------------------------------------------------- the KV cache
 
 class KVBuffer:
@@ -85,8 +81,7 @@ class KVBuffer:
     ``data[layer, 0]`` are the keys and ``data[layer, 1]`` the values, ``(batch, kv_heads,
     capacity, head_dim)``; the first ``length`` positions are filled. It answers the part of
     transformers' ``DynamicCache`` interface the strategies use: ``reorder_cache`` (beam search,
-    contrastive search: any index, the batch may grow or shrink), ``batch_select_indices``,
-    ``batch_repeat_interleave``, ``crop`` and ``get_seq_length``.
+    contrastive search, finished rows leaving: any index, the batch may grow or shrink).
     """
 
     def __init__(self, layers: int, batch: int, kv_heads: int, head_dim: int, capacity: int,
@@ -112,9 +107,6 @@ class KVBuffer:
     @property
     def batch_size(self) -> int:
         return self.data.shape[2]
-
-    def get_seq_length(self, layer_idx: int = 0) -> int:
-        return self.length
 
     def reserve(self, length: int) -> None:
         """Make room for ``length`` positions (grows by whole chunks, keeps the contents)."""
@@ -148,19 +140,6 @@ class KVBuffer:
             target[:, :, new, :, :self.length].copy_(filled[:, :, old])
         self._spares[self.batch_size] = self.data
         self._use(target)
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self.reorder_cache(torch.as_tensor(indices, dtype=torch.long))
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        self.reorder_cache(torch.arange(self.batch_size).repeat_interleave(repeats))
-
-    def crop(self, max_length: int) -> None:
-        """Keep the first ``max_length`` positions (negative: drop that many at the end), as
-        ``DynamicCache.crop``."""
-        if max_length < 0:
-            max_length = self.length + max_length
-        self.length = max(0, min(max_length, self.length))
 
 
 def _round_up(n: int) -> int:

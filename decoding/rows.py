@@ -2,7 +2,7 @@
 prefill. (The KV-row selection itself is one method, ``forward.KVState.select_rows``.)
 
 Every strategy uses these: the step loop of greedy/sampling/mirostat (``loop``), beam search and
-contrastive search. Finish reasons are spelled only in ``trace`` (``FINISH_REASONS``).
+contrastive search. Finish reasons are spelled once, in ``trace`` (``EOS``, ``LENGTH``, ...).
 """
 
 from __future__ import annotations

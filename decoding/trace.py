@@ -15,7 +15,6 @@ from typing import Any
 # Why a sequence ended (``SequenceResult.finish_reason``): end-of-sequence, a stop string, the
 # token budget, the model's context. ``rows.StopChecker`` decides; nothing else spells them.
 EOS, STOP_STRING, LENGTH, CONTEXT = "eos", "stop_string", "length", "context"
-FINISH_REASONS = (EOS, STOP_STRING, LENGTH, CONTEXT)
 
 
 @dataclass

@@ -136,19 +136,16 @@ def test_all_positions_logits_with_keep_last_false(model):
     assert ours.logits.shape == ref.logits.shape and torch.equal(ours.logits, ref.logits)
 
 
-def test_kv_buffer_crop_and_interleave(model):
+def test_kv_buffer_reorder_grows_and_shrinks_the_batch(model):
     cache = FastLlama(model).new_cache(2, 4)
     cache.data.normal_()
     cache.length = 5
     before = cache.data[..., :5, :].clone()
-    cache.batch_repeat_interleave(2)
+    cache.reorder_cache(torch.tensor([0, 0, 1, 1]))           # contrastive: k rows per sequence
     assert cache.batch_size == 4 and torch.equal(cache.data[:, :, 3, :, :5], before[:, :, 1])
-    cache.batch_select_indices(torch.tensor([2]))
+    cache.reorder_cache(torch.tensor([2]))                    # the chosen candidate
     assert cache.batch_size == 1 and torch.equal(cache.data[:, :, 0, :, :5], before[:, :, 1])
-    cache.crop(-2)
-    assert cache.get_seq_length() == 3
-    cache.crop(10)
-    assert cache.get_seq_length() == 3
+    assert cache.length == 5
 
 
 # --------------------------------------------------------------------------- through forward.py

@@ -99,3 +99,26 @@ def test_no_module_imports_another_modules_private_names():
                  for path in PACKAGE.rglob("*.py") for target, names in imports(path)
                  for name in names if name.startswith("_") and name != "__version__"}
     assert offenders <= KNOWN_PRIVATE_IMPORTS, sorted(offenders - KNOWN_PRIVATE_IMPORTS)
+
+
+def top_level_imports(folder: str) -> set[tuple[str, str]]:
+    """(file, imported top-level package) for every .py file under ``folder`` of the project."""
+    root = PACKAGE.parent
+    found = set()
+    for path in (root / folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add((str(path.relative_to(root)), node.module.split(".")[0]))
+            elif isinstance(node, ast.Import):
+                found |= {(str(path.relative_to(root)), a.name.split(".")[0]) for a in node.names}
+    return found
+
+
+def test_dependencies_point_one_way():
+    """app → experiments → alignment → decoding, and nothing outside tests imports tests."""
+    rules = {"decoding": {"app", "experiments", "alignment", "tests"},
+             "alignment": {"app", "experiments", "tests"},
+             "experiments": {"app", "tests"}, "app": {"tests"}}
+    wrong = sorted(f"{path} imports {package}" for folder, banned in rules.items()
+                   for path, package in top_level_imports(folder) if package in banned)
+    assert wrong == []

@@ -1,6 +1,6 @@
 """Browser latency of the Step inspector: from a key press on a recorded step to the redrawn chart.
 
-    .venv/bin/python -m experiments.bench_browser [--tries 9] [--max-new-tokens 16]
+    .venv/bin/python -m app.bench_browser [--tries 9] [--max-new-tokens 16]
 
 Starts the lab (``app.lab_server``), generates once on the embedded model with top-p sampling,
 then in headless chromium measures two interactions, each ``--tries`` times:
