@@ -1,7 +1,7 @@
 """Pure builders for the Compare and Repetition pages: loops highlighted in HTML, the metrics
 table, the loop-probability trace and the self-reinforcement curve as Altair charts.
 
-No Streamlit here. The numbers come from ``decoding.diagnostics`` (``detect_loop``,
+No Streamlit here. The numbers come from ``decoding.diagnostics`` (``find_loops``,
 ``loop_probability_trace``, ``self_reinforcement``, ``summary.compare_rows``); these functions
 only lay them out.
 """
@@ -13,7 +13,7 @@ import html
 import altair as alt
 import pandas as pd
 
-from decoding.diagnostics import LoopProbabilityTrace, LoopReport, ReinforcementCurve
+from decoding.diagnostics import LoopFinding, LoopProbabilityTrace, LoopReport, ReinforcementCurve
 from decoding.diagnostics.summary import loop_spans
 
 from .charts import FONT_SIZE, WHITESPACE_MARKS
@@ -49,9 +49,18 @@ def _text_html(text: str) -> str:
     return "".join(out)
 
 
-def loop_html(pieces: list[str], loop: LoopReport | None) -> str:
+def _cycle_title(loop, k: int) -> str:
+    """Tooltip of cycle ``k``: its number, and its slot values for a template loop."""
+    slots = getattr(loop, "slots", None)
+    if slots and k < len(slots):
+        return f"cycle {k + 1}: " + " | ".join(slots[k])
+    return f"cycle {k + 1}"
+
+
+def loop_html(pieces: list[str], loop: LoopReport | LoopFinding | None) -> str:
     """``"".join(pieces)`` as HTML with each cycle of the loop marked (``loop_spans``): complete
-    cycles alternate two background colours, the partial last cycle is underlined."""
+    cycles alternate two background colours (a template cycle's tooltip names its slot values),
+    the partial last cycle is underlined."""
     out, position = [], 0
     for k, (start, end, partial) in enumerate(loop_spans(loop)):
         out.append(_text_html("".join(pieces[position:start])))
@@ -60,32 +69,46 @@ def loop_html(pieces: list[str], loop: LoopReport | None) -> str:
             out.append(f'<mark class="partial" title="unfinished cycle">{body}</mark>')
         else:
             colour = CYCLE_COLOURS[k % 2]
+            title = html.escape(_cycle_title(loop, k), quote=True)
             out.append(f'<mark class="cycle" style="background:{colour}" '
-                       f'title="cycle {k + 1}">{body}</mark>')
+                       f'title="{title}">{body}</mark>')
         position = end
     out.append(_text_html("".join(pieces[position:])))
     return f'{LOOP_CSS}<div class="declab-loop">{"".join(out)}</div>'
 
 
-def loop_sentence(loop: LoopReport | None) -> str:
-    """The detector's verdict in words, for a caption."""
+KIND_WORDS = {"exact": "Loop", "near": "Near-verbatim loop", "template": "Template loop"}
+
+
+def loop_sentence(loop: LoopReport | LoopFinding | None) -> str:
+    """The detector's verdict in words, for a caption: kind, phrase length, onset, cycles; a
+    template's frame and slot values; whether the loop stops before the text ends."""
     if loop is None or not loop.is_loop:
-        return "No loop: the text does not end in a phrase repeated at least twice."
+        return "No loop: no stretch of the text goes round in cycles (whitespace does not count)."
+    kind = getattr(loop, "kind", "exact")
     cycles = f"{loop.cycles} complete cycles" + (f" + {loop.partial} tokens" if loop.partial else "")
-    return (f"Loop: a {loop.period}-token phrase repeated from token {loop.onset} on "
+    size = f"a {loop.period}-token phrase" if kind == "exact" else f"cycles of about {loop.period} tokens"
+    text = (f"{KIND_WORDS[kind]}: {size} repeated from token {loop.onset} on "
             f"({cycles}, {loop.length} tokens in the loop).")
+    if getattr(loop, "ends_early", False):
+        text += " The text goes on after it: the loop stopped."
+    if getattr(loop, "frame", None) is not None:
+        shown = loop.slots if len(loop.slots) <= 8 else loop.slots[:6] + [["…"]] + loop.slots[-1:]
+        text += (f" Frame: “{loop.frame}”; slot values per cycle: "
+                 + " · ".join(" | ".join(v) for v in shown) + ".")
+    return text
 
 
 # ---------------------------------------------------------------------- compare table
 
 COMPARE_COLUMNS = ["config", "tokens", "finish", "rep-2 %", "rep-3 %", "rep-4 %", "distinct-2",
-                   "loop period", "loop onset", "mean log-prob"]
+                   "loop kind", "loop period", "loop onset", "mean log-prob"]
 
 
 def compare_frame(rows: list[dict]) -> pd.DataFrame:
     """One row per decoding config (``decoding.diagnostics.summary.compare_rows``): length,
-    finish reason, rep-2/3/4 in %, distinct-2, loop period and onset (tokens; empty when the
-    text does not loop) and the mean raw log-probability of the generated tokens (nats)."""
+    finish reason, rep-2/3/4 in %, distinct-2, loop kind, period and onset (tokens; empty when
+    the text does not loop) and the mean raw log-probability of the generated tokens (nats)."""
     records = []
     for r in rows:
         loop = r.get("loop")
@@ -93,6 +116,7 @@ def compare_frame(rows: list[dict]) -> pd.DataFrame:
             "config": r["label"], "tokens": r["n_tokens"], "finish": r["finish_reason"],
             "rep-2 %": r.get("rep-2"), "rep-3 %": r.get("rep-3"), "rep-4 %": r.get("rep-4"),
             "distinct-2": r.get("distinct-2"),
+            "loop kind": loop.get("kind", "exact") if loop else None,
             "loop period": loop["period"] if loop else None,
             "loop onset": loop["onset"] if loop else None,
             "mean log-prob": r.get("mean_logprob"),

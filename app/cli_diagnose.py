@@ -20,8 +20,8 @@ from pathlib import Path
 
 from decoding import DecodingConfig, Generation, load_model
 from decoding.diagnostics import (
+    LoopFinding,
     LoopReport,
-    detect_loop,
     loop_probability_trace,
     self_reinforcement,
 )
@@ -29,7 +29,9 @@ from decoding.diagnostics.summary import (  # noqa: F401  (re-exported: cli_demo
     MERGE_BELOW_PERIOD,
     MetricOrders,
     compare_rows,
+    loop_from_dict,
     loop_spans,
+    main_text_loop,
     model_pieces,
     sequence_metrics,
     whitespace_pieces,
@@ -86,11 +88,25 @@ def cycle_means_line(means: list[float | None], keep: int = 8) -> str:
     return " -> ".join(shown)
 
 
-def loop_line(loop: LoopReport | None) -> str:
+def loop_line(loop: LoopReport | LoopFinding | None) -> str:
     if loop is None or not loop.is_loop:
-        return "loop: none (no tail repeated at least twice)"
-    return (f"loop: period {loop.period} tokens, onset at token {loop.onset}, "
+        return "loop: none (no repetition a reader would call a loop)"
+    kind = getattr(loop, "kind", "exact")
+    period = "period" if kind == "exact" else "cycles of about"
+    line = (f"loop ({kind}): {period} {loop.period} tokens, onset at token {loop.onset}, "
             f"{loop.cycles} complete cycles + {loop.partial} tokens")
+    if isinstance(loop, LoopFinding):
+        line += f"; character {loop.char_onset}" + (", stops before the end" if loop.ends_early
+                                                     else "")
+    return line
+
+
+def template_lines(loop: LoopReport | LoopFinding | None) -> list[str]:
+    """A template loop's frame and the slot values of each cycle ("…" marks a slot)."""
+    if getattr(loop, "frame", None) is None:
+        return []
+    return [f"  frame: {loop.frame}",
+            "  slots per cycle: " + "; ".join(" | ".join(v) for v in loop.slots)]
 
 
 # ---------------------------------------------------------------------- metrics
@@ -154,10 +170,10 @@ def diagnose_report(tokens: list, pieces: list[str], note: str, orders: MetricOr
                     generation: Generation | None = None) -> dict:
     text = "".join(pieces)
     metrics = sequence_metrics(tokens, text, orders, strict=True)
-    loop = detect_loop(tokens)
+    loop = main_text_loop(tokens, pieces)
     report = {"tokenization": note, "n_tokens": len(tokens), "metrics": metrics,
               "loop": loop.to_dict() if loop else None}
-    if loop is not None and loop.is_loop and len(pieces) == len(tokens):
+    if loop is not None and len(pieces) == len(tokens):
         cuts = [0]
         for piece in pieces:
             cuts.append(cuts[-1] + len(piece))
@@ -191,7 +207,7 @@ def run_diagnose(args) -> int:
     if args.json:
         print(json.dumps(report, ensure_ascii=False))
         return 0
-    loop = LoopReport.from_dict(report["loop"]) if report["loop"] else None
+    loop = loop_from_dict(report["loop"])
     colour = use_colour(args.color)
     shown = highlight(pieces, loop, colour) if len(pieces) == len(tokens) else "".join(pieces)
     print(shown)
@@ -200,6 +216,8 @@ def run_diagnose(args) -> int:
     print("  ".join(f"{k}: {_fmt(v)}" for k, v in report["metrics"].items()))
     print(loop_line(loop) + ("" if colour or not loop or not loop.is_loop
                              else f"  (cycles marked {PLAIN_OPEN} {PLAIN_CLOSE})"))
+    for line in template_lines(loop):
+        print(line)
     trace = report.get("loop_probability")
     if trace:
         means = cycle_means_line(trace["cycle_means"])
@@ -212,15 +230,16 @@ def run_diagnose(args) -> int:
 def compare_table(rows: list[dict]) -> list[str]:
     width = max(len("strategy"), *(len(r["label"]) for r in rows))
     head = (f"{'strategy':<{width}} {'tokens':>6} {'finish':<11} {'rep-2':>6} {'rep-3':>6} "
-            f"{'rep-4':>6} {'dist-2':>6} {'loop p@onset':>12} {'mean logp':>9}")
+            f"{'rep-4':>6} {'dist-2':>6} {'loop kind p@onset':>17} {'mean logp':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         loop = r["loop"]
-        where = f"{loop['period']}@{loop['onset']}" if loop else "-"
+        where = (f"{loop.get('kind', 'exact')[:2]} {loop['period']}@{loop['onset']}" if loop
+                 else "-")
         lines.append(
             f"{r['label']:<{width}} {r['n_tokens']:>6} {r['finish_reason']:<11} "
             f"{_pct(r.get('rep-2')):>6} {_pct(r.get('rep-3')):>6} {_pct(r.get('rep-4')):>6} "
-            f"{_fmt(r.get('distinct-2')):>6} {where:>12} {_fmt(r['mean_logprob']):>9}")
+            f"{_fmt(r.get('distinct-2')):>6} {where:>17} {_fmt(r['mean_logprob']):>9}")
     return lines
 
 
@@ -240,12 +259,14 @@ def run_compare(args) -> int:
         return 0
     colour = use_colour(args.color)
     for row in rows:
-        loop = LoopReport.from_dict(row["loop"]) if row["loop"] else None
+        loop = loop_from_dict(row["loop"])
         print(f"=== {row['label']}")
         print(highlight(row["pieces"], loop, colour).strip())
-        print(f"[{loop_line(loop)}]\n")
+        print(f"[{loop_line(loop)}]")
+        print("\n".join(template_lines(loop) + [""]))
     print("\n".join(compare_table(rows)))
-    print("\nmetrics over the model's token ids; rep-n in %, distinct-2 in [0, 1]; mean logp = "
+    print("\nmetrics over the model's token ids; rep-n in %, distinct-2 in [0, 1]; loop kind: "
+          "ex(act), ne(ar-verbatim), te(mplate), period and onset in tokens; mean logp = "
           "mean raw log-probability of the generated tokens (nats)")
     return 0
 
@@ -292,7 +313,8 @@ def register(subparsers) -> None:
         "diagnose", help="Repetition metrics and the loop of a text or a saved generation.",
         description="Repetition metrics (rep-n and diversity of Su et al. 2022, seq-rep-n of "
         "Welleck et al. 2020, distinct-n, rep-sen of Xu et al. 2022, Holtzman et al.'s loop flag) "
-        "and the loop the sequence ends in, with its cycles highlighted. --text is split on "
+        "and its loop (find_loops: exact, near-verbatim or template, at the end or mid-text), with "
+        "its cycles highlighted. --text is split on "
         "whitespace unless --tokenizer model; --generation uses the saved model token ids.")
     source = d.add_mutually_exclusive_group(required=True)
     source.add_argument("--text", help="The text to diagnose.")

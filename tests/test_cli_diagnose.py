@@ -51,8 +51,12 @@ def test_diagnose_text_json_has_hand_computed_metrics_and_spans(declab):
     assert m["seq-rep-4"] == pytest.approx(0.5)
     assert m["distinct-2"] == pytest.approx(3 / 8)
     assert m["holtzman_repetition"] is True
-    assert report["loop"] == {"period": 3, "cycles": 3, "onset": 0,
-                              "spans": [[0, 3], [3, 6], [6, 9]], "is_loop": True, "partial": 0}
+    legacy = {k: report["loop"][k] for k in ("period", "cycles", "onset", "spans", "is_loop",
+                                              "partial")}
+    assert legacy == {"period": 3, "cycles": 3, "onset": 0,
+                      "spans": [[0, 3], [3, 6], [6, 9]], "is_loop": True, "partial": 0}
+    assert report["loop"]["kind"] == "exact" and report["loop"]["char_onset"] == 0
+    assert report["loop"]["char_span"] == [0, 17] and report["loop"]["ends_early"] is False
     assert report["loop_char_spans"] == [[0, 6], [6, 12], [12, 17]]
     assert report["tokenization"].startswith("whitespace")
 

@@ -9,8 +9,7 @@ import streamlit as st
 from app import charts_repetition as cr
 from app import lab_state
 from decoding import DecodingConfig, DecodingLabError, GenerationError, help_text
-from decoding.diagnostics import LoopReport
-from decoding.diagnostics.summary import compare_rows
+from decoding.diagnostics.summary import compare_rows, loop_from_dict
 from decoding.specs import parse_specs, syntax_help
 from experiments.degeneration.strategies import STUDY_STRATEGIES
 
@@ -82,7 +81,7 @@ def show_result(result: dict) -> None:
     for first in range(0, len(rows), per_row):
         for column, row in zip(st.columns(per_row), rows[first:first + per_row]):
             with column:
-                loop = LoopReport.from_dict(row["loop"]) if row["loop"] else None
+                loop = loop_from_dict(row["loop"])
                 st.markdown(f"#### `{row['label']}`")
                 st.html(cr.loop_html(row["pieces"], loop))
                 st.caption(f"{row['n_tokens']} tokens · finish: {row['finish_reason']} · "
@@ -100,7 +99,9 @@ def show_result(result: dict) -> None:
                "(Su et al. 2022); distinct-2: distinct bigrams / bigrams (Li et al. 2016); loop "
                "period and onset in tokens (empty: no loop); mean log-prob: mean raw "
                "log-probability of the generated tokens, in nats. Highlighted: each cycle of the "
-               "loop the text ends in (alternating colours; underlined: the unfinished last one).")
+               "text's loop (alternating colours; underlined: the unfinished last one; a template "
+               "cycle's tooltip shows its slot values). Loop kind: exact, near (near-verbatim) or "
+               "template (a fixed frame with changing slots).")
     if frame["rep-2 %"].notna().any():
         st.altair_chart(cr.rep_chart(frame), width="stretch")
 

@@ -1,6 +1,7 @@
 """Repetition lab: why greedy text loops, and what breaks the loop.
 
-- the loop detector (``detect_loop``) on a fresh generation or on pasted text, cycles highlighted;
+- the loop detector (``find_loops``: exact, near-verbatim and template loops, mid-text too) on a
+  fresh generation or on pasted text, cycles highlighted, a template's slot values shown;
 - the loop-probability trace (``loop_probability_trace``): how sure the model grows of the token
   that continues its own loop, read from the generation's trace;
 - the self-reinforcement curve of a sentence (``self_reinforcement``, Xu et al. 2022);
@@ -16,8 +17,9 @@ import streamlit as st
 from app import charts_repetition as cr
 from app import lab_state
 from decoding import DecodingConfig, DecodingLabError, GenerationError, generate, help_text
-from decoding.diagnostics import detect_loop, loop_probability_trace, self_reinforcement
-from decoding.diagnostics.summary import model_pieces, sequence_metrics, whitespace_pieces
+from decoding.diagnostics import loop_probability_trace, self_reinforcement
+from decoding.diagnostics.summary import (main_text_loop, model_pieces, sequence_metrics,
+                                          whitespace_pieces)
 from decoding.specs import parse_spec, syntax_help
 
 K = "repetition."
@@ -137,7 +139,7 @@ METRICS_SHOWN = (("rep-2", "rep-2", "{:.1f}%"), ("rep-3", "rep-3", "{:.1f}%"),
 def show_subject(subject: dict) -> None:
     """Highlighted text, the detector's verdict and the repetition metrics."""
     tokens = subject["tokens"]
-    loop = detect_loop(tokens) if tokens else None
+    loop = main_text_loop(tokens, subject["pieces"])
     st.html(cr.loop_html(subject["pieces"], loop))
     st.caption(f"{subject['note']}. {cr.loop_sentence(loop)}")
     metrics = sequence_metrics(tokens, "".join(subject["pieces"]), strict=False) if tokens else {}

@@ -3,10 +3,14 @@
 - ``metrics``: rep-n and diversity (Su et al. 2022), seq-rep-n (Welleck et al. 2020),
   distinct-n (Li et al. 2016), rep-sen (Xu et al. 2022), repetition % (Holtzman et al. 2020).
 - ``loops``: ``detect_loop`` → ``LoopReport`` (period, cycles, onset, spans to highlight).
+- ``loop_kinds``: ``find_loops`` → ``LoopFinding`` per loop: exact, near-verbatim or template
+  (frame and slots), at the end or mid-text; whitespace repetition is not a loop.
+- ``loop_set``: the labelled loop set and the precision / recall / onset-error table.
 - ``loop_trace``: ``loop_probability_trace`` → P(loop-continuing token) per step of a traced loop.
 - ``reinforcement``: TP / IP / WR of a sentence repeated N times (Xu et al. 2022).
 """
 
+from .loop_kinds import LoopFinding, LoopRule, describe, find_loops, main_loop, text_pieces
 from .loop_trace import LoopProbabilityTrace, loop_probability_trace
 from .loops import (
     LoopReport,
@@ -40,6 +44,12 @@ from .reinforcement import (
 )
 
 __all__ = [
+    "LoopFinding",
+    "LoopRule",
+    "describe",
+    "find_loops",
+    "main_loop",
+    "text_pieces",
     "LoopProbabilityTrace",
     "LoopReport",
     "MeanReinforcementCurve",

@@ -56,7 +56,7 @@ from numbers import Integral, Real
 import numpy as np
 
 from ..errors import DecodingLabError, out_of_range
-from .loops import Span, _dense_ids
+from .loops import Span, dense_ids
 
 KINDS = ("exact", "near", "template")
 
@@ -71,8 +71,9 @@ class LoopRule:
                                 "that stops before the end needs. >= 2."})
     min_cycles_similar: int = field(default=3, metadata={"help": "Complete cycles a near or "
                                     "template loop needs. >= 2."})
-    min_loop_words: int = field(default=6, metadata={"help": "Words a loop must cover (all "
-                                "cycles together): 'no no' is emphasis, not a loop. >= 1."})
+    min_loop_words: int = field(default=6, metadata={"help": "Words (or tokens, whichever are "
+                                "more) a loop must cover, all cycles together: 'no no' is "
+                                "emphasis, not a loop. >= 1."})
     max_period: int = field(default=200, metadata={"help": "Longest cycle of the token pass, in "
                             "tokens; longer cycles are found by the unit pass. >= 1."})
     max_unit_lag: int = field(default=8, metadata={"help": "Most units (sentences, lines) in "
@@ -412,7 +413,7 @@ def _finish(c: _Candidate, text: str | None, offsets: np.ndarray | None, n: int,
         cycle_text = text[offsets[c.start]:offsets[c.cycle_ends[0]]]
         has_word = bool(_HAS_WORD.search(cycle_text))
         tail_words = _words_in(text[char_span[1]:])
-        loop_words = _words_in(text[char_span[0]:char_span[1]])
+        loop_words = max(_words_in(text[char_span[0]:char_span[1]]), c.end - c.start)
         lead = len(cycle_text) - len(cycle_text.lstrip())
         char_span = (char_span[0] + lead, char_span[1])
     if not has_word or loop_words < rule.min_loop_words:
@@ -461,7 +462,7 @@ def find_loops(tokens: object, pieces: Sequence[str] | None = None,
     n = len(tokens)
     if n < 2:
         return []
-    candidates = _token_pass(_dense_ids(tokens), rule)
+    candidates = _token_pass(dense_ids(tokens), rule)
     if text is not None:
         candidates += _unit_pass(text, offsets, rule)
     findings = [f for c in candidates if (f := _finish(c, text, offsets, n, rule)) is not None]

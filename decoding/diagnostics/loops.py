@@ -74,7 +74,7 @@ def _check_int(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
-def _dense_ids(tokens: list) -> np.ndarray:
+def dense_ids(tokens: list) -> np.ndarray:
     """Tokens (any hashable) as small ints, so each period is one vectorised comparison."""
     index: dict = {}
     dense = (index.setdefault(token, len(index)) for token in tokens)
@@ -111,7 +111,7 @@ def detect_loop(
         max_period = longest_fitting
     else:
         max_period = _check_int("max_period", max_period, min_period)
-    ids = _dense_ids(tokens)
+    ids = dense_ids(tokens)
 
     best_length, best_period = 0, 0
     for period in range(min_period, min(max_period, longest_fitting) + 1):

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from ..config import DecodingConfig
 from ..errors import DecodingLabError
 from ..batch import generate_mixed
-from .loops import LoopReport, detect_loop
+from .loop_kinds import LoopFinding, find_loops, main_loop
+from .loops import LoopReport
 from .metrics import distinct_n, diversity, holtzman_repetition, rep_n, rep_sen, seq_rep_n
 
 # ---------------------------------------------------------------------- metrics
@@ -63,20 +64,43 @@ def sequence_metrics(tokens: list, text: str, orders: MetricOrders = MetricOrder
 MERGE_BELOW_PERIOD = 3  # "at at at ...": one mark around the whole tail reads better than 40
 
 
-def loop_spans(loop: LoopReport | None) -> list[tuple[int, int, bool]]:
+def loop_spans(loop: LoopReport | LoopFinding | None) -> list[tuple[int, int, bool]]:
     """(start, end, partial) token spans to highlight: each complete cycle, then the partial one.
 
-    A loop with a period under ``MERGE_BELOW_PERIOD`` tokens is one span (its whole tail).
+    An exact loop with a period under ``MERGE_BELOW_PERIOD`` tokens is one span (its whole
+    tail); template and near loops always show their cycles (the slots change between them).
     """
     if loop is None or not loop.is_loop:
         return []
-    if loop.period < MERGE_BELOW_PERIOD:
+    if loop.period < MERGE_BELOW_PERIOD and getattr(loop, "kind", "exact") == "exact":
         return [(loop.onset, loop.onset + loop.length, False)]
     spans = [(start, end, False) for start, end in loop.spans]
     if loop.partial:
         end = loop.spans[-1][1]
         spans.append((end, end + loop.partial, True))
     return spans
+
+
+def text_loops(tokens: list, pieces: list[str] | None) -> list[LoopFinding]:
+    """``find_loops`` on a sequence: with its pieces (one string per token) when there is one
+    per token, on the tokens alone (exact loops only) otherwise."""
+    if len(tokens) < 2:
+        return []
+    usable = pieces is not None and len(pieces) == len(tokens)
+    return find_loops(list(tokens), list(pieces) if usable else None)
+
+
+def main_text_loop(tokens: list, pieces: list[str] | None) -> LoopFinding | None:
+    """The loop a summary names: the finding covering the most characters, or None."""
+    return main_loop(text_loops(tokens, pieces))
+
+
+def loop_from_dict(data: dict | None) -> LoopFinding | LoopReport | None:
+    """A row's ``loop`` back as an object: a ``LoopFinding`` when it has a kind (rows written
+    since the detector has kinds), a ``LoopReport`` otherwise."""
+    if not data:
+        return None
+    return LoopFinding.from_dict(data) if "kind" in data else LoopReport.from_dict(data)
 
 
 # ---------------------------------------------------------------------- tokenizing a text
@@ -103,8 +127,8 @@ def compare_rows(lm, prompt: str, specs: list, chat: bool) -> list[dict]:
 
     The configs run as one mixed batch (``generate_mixed``: each gets the tokens it gets
     alone). Row keys: label, config (dict), text, pieces (one string per token), n_tokens,
-    finish_reason, the ``sequence_metrics`` (non-strict), loop (``LoopReport.to_dict()`` or
-    None), mean_logprob (mean raw log-probability of the generated tokens), elapsed_s (wall
+    finish_reason, the ``sequence_metrics`` (non-strict), loop (the main ``LoopFinding`` of
+    ``find_loops`` as a dict, with its kind, or None), mean_logprob (mean raw log-probability of the generated tokens), elapsed_s (wall
     time of the batch the config ran in).
     """
     configs = [c if isinstance(c, DecodingConfig) else DecodingConfig(**c) for _, c in specs]
@@ -113,12 +137,13 @@ def compare_rows(lm, prompt: str, specs: list, chat: bool) -> list[dict]:
     for (label, _), config, gen in zip(specs, configs, gens):
         seq = gen.sequences[0]
         tokens = list(seq.token_ids)
-        loop = detect_loop(tokens) if tokens else None
+        pieces = [lm.token_text(t) for t in tokens]
+        loop = main_text_loop(tokens, pieces)
         metrics = sequence_metrics(tokens, seq.text, strict=False) if tokens else {}
         rows.append({
             "label": label, "config": config.to_dict(), "text": seq.text,
-            "pieces": [lm.token_text(t) for t in tokens], "n_tokens": len(tokens),
+            "pieces": pieces, "n_tokens": len(tokens),
             "finish_reason": seq.finish_reason, **metrics,
-            "loop": loop.to_dict() if loop and loop.is_loop else None,
+            "loop": loop.to_dict() if loop else None,
             "mean_logprob": seq.mean_logprob, "elapsed_s": round(gen.elapsed_s, 3)})
     return rows
