@@ -60,7 +60,7 @@ class DecodingConfig:
                                  "run cooler, uncertain ones hotter. 0 = plain temperature. >= 0.")
     dynatemp_exponent: float = knob(1.0, "Dynamic temperature: exponent of the normalised entropy "
                                     "(> 1 keeps more steps near the low end). >= 0.")
-    top_h: float | None = knob(None, "Top-H (Potraghloo et al. 2025; transformers' top_h): among "
+    top_h: float | None = knob(None, "Top-H (arXiv 2509.02510; transformers' top_h): among "
                                "the 100 most likely tokens, keep the most likely ones while their "
                                "cumulative entropy stays <= top_h * their entropy. None = off; "
                                "in (0, 1], typical 0.4. Sampling only.")

@@ -89,7 +89,8 @@ def temperature(scores: torch.Tensor, t: float) -> torch.Tensor:
 # ----------------------------------------------------------------------------- truncation
 
 def top_h_filter(scores: torch.Tensor, top_h: float, top_n: int = 100) -> torch.Tensor:
-    """Top-H (Potraghloo et al. 2025, arXiv 2509.02510, "Top-H Decoding"): among the ``top_n``
+    """Top-H ("Top-H Decoding: Adapting the Creativity and Coherence with Bounded Entropy in Text
+    Generation", NeurIPS 2025, arXiv 2509.02510): among the ``top_n``
     most likely tokens (their own softmax, q), keep the longest prefix whose cumulative entropy
     Σ −q log q stays ≤ ``top_h`` · H(q); the top token always stays. The ops of transformers'
     ``TopHLogitsWarper`` (5.x), so the kept set is bit-identical to ``generate(top_h=…)``."""

@@ -236,8 +236,8 @@ def xtc_filter(scores: torch.Tensor, threshold: float, probability: float, unifo
 
 
 def p_less_filter(scores: torch.Tensor, min_tokens_to_keep: int = 1) -> torch.Tensor:
-    """p-less sampling (llama.cpp ``p-less``; "p-less Sampling: A Robust Hyperparameter-Free
-    Approach for LLM Decoding", arXiv 2509.23234): keep the tokens whose probability is at least
+    """p-less sampling (llama.cpp ``p-less``; Tan, Wu & Howard 2025, "p-less Sampling: A Robust
+    Hyperparameter-Free Approach for LLM Decoding", arXiv 2509.23234): keep the tokens whose probability is at least
     the collision probability Σ p², the chance that two independent draws agree. A peaked
     distribution keeps few tokens, a flat one many; there is no parameter to tune."""
     check_keep(min_tokens_to_keep)
