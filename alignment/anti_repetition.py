@@ -6,8 +6,9 @@ module rebuilds such a set from whatever model is loaded, offline:
 
 1. every prompt (raw mode) is decoded greedily with end-of-sequence suppressed (vLLM's
    ``ignore_eos``): the model may not stop, which is how the loop shows itself;
-2. the loop detector (``decoding.diagnostics.detect_loop``) keeps the prompts whose continuation
-   ends in a loop of at least ``min_cycles`` cycles covering at least ``min_loop_fraction`` of it;
+2. the loop detector (``decoding.diagnostics.find_loops``: exact, near-verbatim or template
+   loops) keeps the prompts whose continuation has a loop of at least ``min_cycles`` cycles
+   covering at least ``min_loop_fraction`` of it;
 3. **chosen** = the answer cut at its first natural end (its first sentence or line end, before
    any ``###`` template header the model writes itself), then end-of-sequence; **rejected** =
    the looping continuation.
@@ -29,7 +30,7 @@ from typing import Any, Callable
 
 from decoding import DecodingConfig
 from decoding.batch import generate_batch
-from decoding.diagnostics import detect_loop
+from decoding.diagnostics.summary import main_text_loop
 from decoding.errors import DecodingLabError, out_of_range
 from decoding.io import write_json_atomic
 from decoding.models import LM
@@ -108,8 +109,9 @@ def mine_prompt(lm: LM, prompt: Prompt, token_ids: list[int], config: AntiRepeti
                 source: str) -> Mined:
     """Turn one greedy continuation into a pair (or say why not)."""
     text = lm.tokenizer.decode(token_ids, skip_special_tokens=True)
-    loop = detect_loop(token_ids, min_cycles=config.min_cycles)
-    if loop is None or not loop.is_loop:
+    pieces = [lm.tokenizer.decode([t], skip_special_tokens=True) for t in token_ids]
+    loop = main_text_loop(token_ids, pieces)
+    if loop is None or loop.cycles < config.min_cycles:
         return Mined(prompt, text, None, "no loop")
     if loop.length < config.min_loop_fraction * len(token_ids):
         return Mined(prompt, text, None, f"loop covers {loop.length}/{len(token_ids)} tokens")
@@ -121,7 +123,8 @@ def mine_prompt(lm: LM, prompt: Prompt, token_ids: list[int], config: AntiRepeti
     pair = {"id": f"{source}/{prompt.id}", "prompt": prompt.text, "chosen": chosen + eos,
             "rejected": text,
             "meta": {"source": source, "loop_period": loop.period, "loop_onset": loop.onset,
-                     "loop_cycles": loop.cycles, "continuation_tokens": len(token_ids)}}
+                     "loop_cycles": loop.cycles, "loop_kind": loop.kind,
+                     "continuation_tokens": len(token_ids)}}
     return Mined(prompt, text, pair)
 
 

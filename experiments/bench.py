@@ -20,6 +20,9 @@ Sections:
 5. preference training (``alignment.bench``): a straightforward TRL DPO / ORPO run against our
    ``TrainConfig`` defaults, same pairs, epochs and LoRA; ``--skip-training`` leaves it out.
 
+6. the loop detector (``experiments.bench_loops``): ``find_loops`` on 500 to 8,000 tokens, ms
+   per 1,000 tokens (flat = linear).
+
 OpenMP: unless ``OMP_WAIT_POLICY`` is already set, the bench picks it before torch loads, from the
 load average. On a quiet machine libgomp's default (spin-waiting workers) is kept: it is what a
 user's process runs with. When other processes keep the 2 cores busy (1-minute load above half
@@ -319,6 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\nPreference training: straightforward TRL vs ours (50 pairs, 3 epochs, LoRA r=8 q/k/v/o)")
         training = bench_training(model=lm)
         print(format_bench(training))
+    from .bench_loops import run_loop_bench
+
+    print("\nLoop detector: find_loops against text length (ms per 1,000 tokens flat = linear)")
+    loops = run_loop_bench()
     elapsed = time.perf_counter() - started
     report = {
         "created": datetime.now(timezone.utc).isoformat(),
@@ -327,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         "fast_path": reason is None, "elapsed_s": elapsed,
         "generation": [r.to_dict() for r in results],
         "bandwidth_bound": bandwidth, "batched": batched, "mixed": mixed, "training": training,
+        "loops": loops,
     }
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = write_json_atomic(Path(args.out) / f"bench-{stamp}.json", report)

@@ -57,8 +57,14 @@ def test_mine_prompt_builds_a_pair_from_a_loop_and_skips_the_rest():
     assert mined.pair["rejected"] == "".join(looping)
     assert mined.pair["meta"]["loop_period"] == 3 and mined.pair["meta"]["loop_onset"] == 5
     assert ar.mine_prompt(_LM(), prompt, list("abcdefghij"), config, "set").skipped == "no loop"
-    short = list("A long answer without any repetition at all") + list("zz")
+    short = list("A long answer without any repetition at all") + list("ab.ab.")
     assert ar.mine_prompt(_LM(), prompt, short, config, "set").skipped.startswith("loop covers")
+    doubled = list("A long answer without any repetition at all") + list("zz")
+    assert ar.mine_prompt(_LM(), prompt, doubled, config, "set").skipped == "no loop"
+    template = list("Yes.\n") + list("### D-One:\n### D-Two:\n### D-Three:\n### D-Four:\n"
+                                     "### D-Five:\n")
+    mined = ar.mine_prompt(_LM(), prompt, template, config, "set")
+    assert mined.pair["chosen"] == "Yes.<eos>" and mined.pair["meta"]["loop_kind"] == "template"
     at_once = list("xy") * 8
     assert ar.mine_prompt(_LM(), prompt, at_once, config, "set").skipped == "no answer before the loop"
 

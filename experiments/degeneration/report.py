@@ -36,14 +36,15 @@ def _f(value, digits: int = 2, suffix: str = "") -> str:
 
 
 def _table(rows: list[dict], subset: str) -> list[str]:
-    head = ("| strategy | n | repetition % | seq-rep-4 | rep-2 | rep-3 | rep-4 | distinct-2 | "
+    head = ("| strategy | n | repetition % | loop % | seq-rep-4 | rep-2 | rep-3 | rep-4 | distinct-2 | "
             "mean length | EOS rate | perplexity | self-BLEU-4 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if r["subset"] != subset:
             continue
         lines.append(
-            f"| {r['strategy']} | {r['n']} | {_f(r['repetition_pct'], 1)} | {_f(r['seq_rep_4'], 3)} "
+            f"| {r['strategy']} | {r['n']} | {_f(r['repetition_pct'], 1)} "
+            f"| {_f(r.get('loop_pct'), 1)} | {_f(r['seq_rep_4'], 3)} "
             f"| {_f(r['rep_2'], 1)} | {_f(r['rep_3'], 1)} | {_f(r['rep_4'], 1)} "
             f"| {_f(r['distinct_2'], 3)} | {_f(r['mean_length'], 1)} | {_f(r['eos_rate'], 2)} "
             f"| {_f(r['perplexity'], 2)} | {_f(r['self_bleu4'], 3)} |")
@@ -226,6 +227,10 @@ def render_report(rows: list[dict], mean, curves, facts: RunFacts) -> str:
               "at least twice in a row, or a phrase of 1–2 tokens repeated more than 50 times "
               "(Holtzman et al., `degen/metrics/repetition.py`); model token ids, end-of-sequence "
               "removed.",
+              "- loop %: share of generations in which `find_loops` finds a loop of any kind "
+              "(exact, near-verbatim or template; at the end or stopping mid-text; whitespace "
+              "repetition excluded), on the model's tokens and their texts; the rule's precision "
+              "and recall on the labelled loop set are in the README.",
               "- seq-rep-4: 1 − distinct 4-grams / 4-grams of each generation, averaged over "
               "generations (Welleck et al. 2020). rep-n: 100 · (1 − Σ distinct n-grams per text / "
               "Σ n-grams), corpus micro-average (Su et al. 2022). distinct-2: distinct bigrams over "

@@ -20,7 +20,6 @@ import torch
 import decoding
 from decoding import DecodingConfig, load_model
 from decoding.diagnostics import (
-    detect_loop,
     distinct_n,
     holtzman_repetition,
     mean_curve,
@@ -28,6 +27,7 @@ from decoding.diagnostics import (
     self_reinforcement,
     seq_rep_n,
 )
+from decoding.diagnostics.summary import main_text_loop
 from decoding.batch import MIXABLE
 from decoding.errors import DecodingLabError, out_of_range
 from decoding.io import write_json_atomic
@@ -127,11 +127,15 @@ def _or_none(fn, *args):
 
 
 def generation_record(strategy: StudyStrategy, prompt: Prompt, seq: SequenceResult,
-                      elapsed_s: float) -> dict:
-    """One line of ``results.jsonl``: the generation and its own metrics (model token ids)."""
+                      elapsed_s: float, pieces: list[str] | None = None) -> dict:
+    """One line of ``results.jsonl``: the generation and its own metrics (model token ids).
+
+    The loop fields come from ``find_loops`` (exact, near-verbatim or template, at the end or
+    mid-text) on the ids and, when given, their texts (``pieces``, one per generated token);
+    ``holtzman_repetition`` stays Holtzman et al.'s own tail rule, for their Table 1."""
     ids = content_ids(seq)
-    loop = detect_loop(ids) if ids else None
-    looping = loop is not None and loop.is_loop
+    loop = main_text_loop(ids, None if pieces is None else pieces[:len(ids)])
+    looping = loop is not None
     return {
         "strategy": strategy.label, "spec": strategy.spec, "prompt_id": prompt.id,
         "category": prompt.category, "mode": prompt.mode, "prompt": prompt.text,
@@ -141,6 +145,8 @@ def generation_record(strategy: StudyStrategy, prompt: Prompt, seq: SequenceResu
         "holtzman_repetition": bool(ids) and holtzman_repetition(ids),
         "loop_period": loop.period if looping else None,
         "loop_onset": loop.onset if looping else None,
+        "loop_kind": loop.kind if looping else None,
+        "loop_ends_early": loop.ends_early if looping else None,
         **{f"rep-{n}": _or_none(rep_n, [ids], n) for n in (2, 3, 4)},
         "seq-rep-4": _or_none(seq_rep_n, ids, 4) if ids else None,
         "distinct-2": _or_none(distinct_n, [ids], 2) if ids else None,
@@ -266,7 +272,8 @@ def run_degeneration(lm: LM | None = None, prompts: PromptSet | None = None,
                         # a mixed batch's time is shared out by the rows each item occupied
                         share = elapsed * strategy.rows_per_prompt / batch.rows
                         timings[strategy.label] = timings.get(strategy.label, 0.0) + share
-                        record = generation_record(strategy, prompt, seq, share)
+                        record = generation_record(strategy, prompt, seq, share,
+                                                   [lm.token_text(t) for t in seq.token_ids])
                         records.append(record)
                         out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     out.flush()

@@ -5,7 +5,9 @@ Conventions (stated again in the report):
 * n-gram metrics count the model's token ids, end-of-sequence excluded. rep-n is Su et al.'s
   corpus micro-average in %, seq-rep-4 Welleck et al.'s per-generation value averaged over
   generations, distinct-2 one set over the whole corpus / all bigrams.
-* repetition % is Holtzman et al.'s flag (``holtzman_repetition``) over generations.
+* repetition % is Holtzman et al.'s flag (``holtzman_repetition``) over generations; loop % is
+  the share of generations in which ``find_loops`` finds a loop of any kind (exact,
+  near-verbatim, template; at the end or mid-text), the rule measured on the labelled loop set.
 * perplexity = exp(−Σ log p / Σ tokens) of the generated tokens (end-of-sequence included) under
   the model's raw distribution, pooled over the strategy's generations.
 * Self-BLEU-4: every generation is the hypothesis once, with all the strategy's other
@@ -28,7 +30,7 @@ from decoding.errors import DecodingLabError
 from decoding.io import write_text_atomic
 
 SUBSETS = ("raw", "chat", "all")
-SUMMARY_COLUMNS = ["strategy", "subset", "n", "repetition_pct", "seq_rep_4", "rep_2", "rep_3",
+SUMMARY_COLUMNS = ["strategy", "subset", "n", "repetition_pct", "loop_pct", "seq_rep_4", "rep_2", "rep_3",
                    "rep_4", "diversity", "distinct_2", "mean_length", "eos_rate", "mean_logprob",
                    "perplexity", "self_bleu4"]
 
@@ -67,6 +69,9 @@ def summary_row(label: str, subset: str, records: list[dict]) -> dict:
     return {
         "strategy": label, "subset": subset, "n": len(records),
         "repetition_pct": 100.0 * fmean(r["holtzman_repetition"] for r in records),
+        # older results.jsonl files have no loop_kind: their loop % is left empty
+        "loop_pct": (100.0 * fmean(r["loop_kind"] is not None for r in records)
+                     if all("loop_kind" in r for r in records) else None),
         "seq_rep_4": fmean(seq_rep) if seq_rep else None,
         "rep_2": _corpus_or_none(rep_n, nonempty, 2) if nonempty else None,
         "rep_3": _corpus_or_none(rep_n, nonempty, 3) if nonempty else None,
