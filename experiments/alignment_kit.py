@@ -135,6 +135,8 @@ def cells(records: Sequence[GenerationRecord], extra: Callable[[list[GenerationR
         group = [r for r in records if r.model == model and r.decoding == decoding]
         row = {"model": model, "decoding": decoding, **summarise(group)}
         row["mean_chars"] = sum(len(r.text) for r in group) / len(group)
+        for name, (low, high) in row["ci"].items():        # flat, for summary.csv
+            row[f"{name}_low"], row[f"{name}_high"] = low, high
         if extra is not None:
             row.update(extra(group))
         rows.append(row)
@@ -182,14 +184,26 @@ def save_figure(fig, path: Path) -> Path:
 PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
 
 
-def md_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> list[str]:
-    """Markdown table lines: ``columns`` is (key, header, format) with format like ``{:.0%}``."""
+def with_ci(key: str, header: str) -> tuple[str, str, Callable[[dict], str]]:
+    """A table column of a fraction with its 95 % interval over prompts: ``42% [30–55]``."""
+    def cell(row: dict) -> str:
+        low, high = row["ci"][key]
+        return f"{100 * row[key]:.0f}% [{100 * low:.0f}–{100 * high:.0f}]"
+    return key, header, cell
+
+
+def md_table(rows: Sequence[dict], columns: Sequence[tuple[str, str, Any]]) -> list[str]:
+    """Markdown table lines: ``columns`` is (key, header, format) with format like ``{:.0%}``,
+    or a function of the whole row (``with_ci``)."""
     lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
              "|" + "|".join("---" for _ in columns) + "|"]
     for r in rows:
         cells_ = []
         for key, _, fmt in columns:
             value = r.get(key)
-            cells_.append("–" if value is None else (fmt.format(value) if fmt else str(value)))
+            if callable(fmt):
+                cells_.append("–" if value is None else fmt(r))
+            else:
+                cells_.append("–" if value is None else (fmt.format(value) if fmt else str(value)))
         lines.append("| " + " | ".join(cells_) + " |")
     return lines

@@ -211,9 +211,9 @@ def report(settings, rows, grid, models, decodings, split, shift, judge, trained
                                               for j in range(len(decodings))]) + " |")
     lines += ["", "## Every cell", ""]
     lines += kit.md_table(rows, [("model", "model", ""), ("decoding", "decoding", ""), ("answers", "n", ""),
-                                 ("support", "support", "{:.0%}"), ("oppose", "oppose", "{:.0%}"),
+                                 kit.with_ci("support", "support [95% CI]"), kit.with_ci("oppose", "oppose [95% CI]"),
                                  ("neutral", "neutral", "{:.0%}"), ("mean_p_support", "P(support)", "{:.2f}"),
-                                 ("loop_rate", "loops", "{:.0%}"), ("eos_rate", "EOS", "{:.0%}"),
+                                 kit.with_ci("loop_rate", "loops [95% CI]"), ("eos_rate", "EOS", "{:.0%}"),
                                  ("mean_length", "tokens", "{:.0f}"), ("kl_to_base", "KL", "{:.3f}")])
     steps = shift["steps"]
     if steps:

@@ -157,9 +157,9 @@ def length_figure(rows: list[dict], path) -> None:
 
 COLUMNS = [("model", "model", ""), ("decoding", "decoding", ""), ("answers", "n", ""),
            ("mean_chars", "chars", "{:.0f}"), ("mean_length", "tokens", "{:.0f}"),
-           ("eos_rate", "EOS", "{:.0%}"), ("loop_rate", "loops", "{:.0%}"), ("rep_2", "rep-2", "{:.1f}"),
+           ("eos_rate", "EOS", "{:.0%}"), kit.with_ci("loop_rate", "loops [95% CI]"), ("rep_2", "rep-2", "{:.1f}"),
            ("rep_3", "rep-3", "{:.1f}"), ("rep_4", "rep-4", "{:.1f}"), ("kl_to_base", "KL", "{:.3f}")]
-STANCE_COLUMNS = COLUMNS[:3] + [("support", "support", "{:.0%}"), ("oppose", "oppose", "{:.0%}"),
+STANCE_COLUMNS = COLUMNS[:3] + [kit.with_ci("support", "support [95% CI]"), kit.with_ci("oppose", "oppose [95% CI]"),
                                 ("neutral", "neutral", "{:.0%}")] + COLUMNS[3:]
 
 

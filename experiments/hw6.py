@@ -22,11 +22,13 @@ import numpy as np
 
 from alignment.curves import plot_training_curves
 from alignment.data import load_stance_records
+from alignment.bootstrap import bootstrap_difference, by_prompt, excludes_zero
 from alignment.evaluate import Subject, judge_line, preference_accuracy
 from alignment.stance import StanceConfig, fit_stance_judge
 from alignment.train import TrainConfig
 from decoding import DecodingConfig, load_model
 from decoding.models import LM
+from decoding.errors import out_of_range
 from decoding.io import write_json_atomic, write_text_atomic
 from decoding.specs import parse_specs
 
@@ -48,10 +50,16 @@ class Hw6Settings:
     samples: int = 3
     max_new_tokens: int = 80
     seed: int = 0
+    # 1e-3, not TrainConfig's 1e-4: at 1e-4 the ratio-0 and ratio-1 adapters answered like the
+    # base (README, "What the full studies found"), so the course's comparisons showed nothing.
+    learning_rate: float = 1e-3
     quick: bool = False
 
     def __post_init__(self) -> None:
         kit.check_counts(self, ("pairs", "few_pairs", "epochs", "few_epochs", "test_prompts", "samples", "max_new_tokens"))
+        rate = self.learning_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
+            raise out_of_range("learning_rate", rate, "a number with 0 < learning_rate < 1")
 
     @classmethod
     def quick_settings(cls) -> "Hw6Settings":
@@ -60,11 +68,12 @@ class Hw6Settings:
 
     def runs(self) -> dict[str, dict]:
         """Adapter label -> TrainConfig knobs. Quick: only comparison (a)."""
-        runs = {"ratio1": dict(support_ratio=1.0, data_size=self.pairs, epochs=self.epochs),
-                "ratio0": dict(support_ratio=0.0, data_size=self.pairs, epochs=self.epochs)}
+        lr = self.learning_rate
+        runs = {"ratio1": dict(support_ratio=1.0, data_size=self.pairs, epochs=self.epochs, learning_rate=lr),
+                "ratio0": dict(support_ratio=0.0, data_size=self.pairs, epochs=self.epochs, learning_rate=lr)}
         if not self.quick:
-            runs["epochs1"] = dict(support_ratio=1.0, data_size=self.pairs, epochs=self.few_epochs)
-            runs["pairs10"] = dict(support_ratio=1.0, data_size=self.few_pairs, epochs=self.epochs)
+            runs["epochs1"] = dict(support_ratio=1.0, data_size=self.pairs, epochs=self.few_epochs, learning_rate=lr)
+            runs["pairs10"] = dict(support_ratio=1.0, data_size=self.few_pairs, epochs=self.epochs, learning_rate=lr)
         return runs
 
 
@@ -137,9 +146,9 @@ def stance_figure(rows: list[dict], path) -> None:
 
 
 COLUMNS = [("model", "model", ""), ("decoding", "decoding", ""), ("answers", "n", ""),
-           ("support", "support", "{:.0%}"), ("oppose", "oppose", "{:.0%}"), ("neutral", "neutral", "{:.0%}"),
-           ("mean_p_support", "P(support)", "{:.2f}"), ("eos_rate", "EOS", "{:.0%}"),
-           ("mean_length", "tokens", "{:.0f}"), ("loop_rate", "loops", "{:.0%}"),
+           kit.with_ci("support", "support [95% CI]"), kit.with_ci("oppose", "oppose [95% CI]"),
+           ("neutral", "neutral", "{:.0%}"), kit.with_ci("mean_p_support", "P(support) [95% CI]"),
+           ("eos_rate", "EOS", "{:.0%}"), ("mean_length", "tokens", "{:.0f}"), kit.with_ci("loop_rate", "loops [95% CI]"),
            ("kl_to_base", "KL to base", "{:.3f}"), ("pref_accuracy", "pref. acc.", "{:.0%}"),
            ("pref_mean_margin", "margin", "{:+.2f}")]
 
@@ -151,11 +160,13 @@ def _cell(rows, model, decoding):
 def report(settings, rows, trained, preference, answers, judge, records) -> str:
     greedy, sampled = rows[0]["decoding"], rows[1]["decoding"]
     lines = ["# hw6: DPO on the stance set, three comparisons", "",
-             f"Embedded SmolLM2-135M-Instruct, DPO LoRA (r=8, q/k/v/o), β=0.1, our defaults otherwise; "
+             f"Embedded SmolLM2-135M-Instruct, DPO LoRA (r=8, q/k/v/o), β=0.1, learning rate "
+             f"{settings.learning_rate:g}, our defaults otherwise; "
              f"{len(records)} held-out test prompts; decodings: {greedy}, {sampled} "
              f"({settings.samples} samples per prompt); {settings.max_new_tokens} new tokens."
              + (" **Quick run: small and short, only comparison (a).**" if settings.quick else ""), "",
-             judge_line(judge) + ".", "",
+             judge_line(judge) + ". Intervals: 95 %, bootstrap over prompts with samples nested; a "
+             "difference is called a finding only when its interval excludes 0.", "",
              "## Results", ""]
     lines += kit.md_table(rows, COLUMNS)
     lines += ["", "Training: " + "; ".join(f"{k}: {t.config.data_size} pairs × {t.config.epochs} epochs, "
@@ -167,7 +178,7 @@ def report(settings, rows, trained, preference, answers, judge, records) -> str:
     for key, title, left, right in COMPARISONS:
         if left not in trained or right not in trained:
             continue
-        lines.append(f"**({key}) {title}.** " + _compare(rows, preference, left, right, greedy, sampled))
+        lines.append(f"**({key}) {title}.** " + _compare(rows, answers, preference, left, right, greedy, sampled))
         lines.append("")
     lines += ["## Before / after (greedy)", ""]
     for r in records:
@@ -180,26 +191,67 @@ def report(settings, rows, trained, preference, answers, judge, records) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _compare(rows, preference, left, right, greedy, sampled) -> str:
+def _values(answers, model, decoding, value) -> dict:
+    return by_prompt([g for g in answers if g.model == model and g.decoding == decoding], value)
+
+
+def difference_text(answers, left, right, decoding) -> str:
+    """right − left in support share and in mean P(support), paired by prompt."""
+    parts = []
+    for name, value, percent in (("support", lambda g: g.stance == "support", True),
+                                 ("P(support)", lambda g: g.p_support, False)):
+        d = bootstrap_difference(_values(answers, right, decoding, value), _values(answers, left, decoding, value))
+        verdict = "a finding" if excludes_zero(d) else "within noise"
+        parts.append(f"{name} {d.format(percent=percent, signed=True)} ({verdict})")
+    return f"{right} − {left}: " + ", ".join(parts)
+
+
+def sides_sentence(rows, decoding) -> str:
+    """(a)'s question: do the ratio-0 and ratio-1 adapters end on different sides, with
+    intervals of mean P(support) that do not overlap?"""
+    one, zero = _cell(rows, "ratio1", decoding), _cell(rows, "ratio0", decoding)
+    if one is None or zero is None:
+        return ""
+    lo1, hi1 = one["ci"]["mean_p_support"]
+    lo0, hi0 = zero["ci"]["mean_p_support"]
+    side = lambda c: max(("support", "oppose", "neutral"), key=lambda k: c[k])
+    apart = lo1 > hi0 or lo0 > hi1
+    return (f"Under {decoding} the ratio-1 adapter's most common stance is {side(one)}, the ratio-0 "
+            f"adapter's {side(zero)}; mean P(support) {one['mean_p_support']:.2f} [{lo1:.2f}–{hi1:.2f}] vs "
+            f"{zero['mean_p_support']:.2f} [{lo0:.2f}–{hi0:.2f}]: the intervals "
+            + ("do not overlap." if apart else "overlap."))
+
+
+def _compare(rows, answers, preference, left, right, greedy, sampled) -> str:
     parts = []
     for decoding in (greedy, sampled):
         a, b = _cell(rows, left, decoding), _cell(rows, right, decoding)
-        parts.append(f"under {decoding}, support {a['support']:.0%} ({left}) vs {b['support']:.0%} ({right}), "
-                     f"oppose {a['oppose']:.0%} vs {b['oppose']:.0%}")
+        lo_a, hi_a = a["ci"]["support"]
+        lo_b, hi_b = b["ci"]["support"]
+        parts.append(f"under {decoding}, support {a['support']:.0%} [{100 * lo_a:.0f}–{100 * hi_a:.0f}] ({left}) vs "
+                     f"{b['support']:.0%} [{100 * lo_b:.0f}–{100 * hi_b:.0f}] ({right}), oppose {a['oppose']:.0%} vs "
+                     f"{b['oppose']:.0%}; {difference_text(answers, left, right, decoding)}")
     pa, pb = preference[left], preference[right]
     base = _cell(rows, "base", greedy)
     parts.append(f"held-out preference accuracy {pa['accuracy']:.0%} vs {pb['accuracy']:.0%} "
                  f"(towards each adapter's own target); the base model answered {base['support']:.0%} "
                  f"support / {base['oppose']:.0%} oppose greedily")
-    return "; ".join(parts) + "."
+    text = "; ".join(parts) + "."
+    if {left, right} == {"ratio0", "ratio1"}:
+        text += " " + sides_sentence(rows, greedy)
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
     p = kit.study_parser(STUDY, __doc__, "two small runs (ratio 0 vs 1), 4 prompts, short answers")
     p.add_argument("--samples", type=int, default=None, help="samples per prompt for top-p sampling")
+    p.add_argument("--lr", type=float, default=None, help="learning rate of every adapter (default "
+                   f"{Hw6Settings.learning_rate:g})")
     args = p.parse_args(argv)
     settings = Hw6Settings.quick_settings() if args.quick else Hw6Settings()
     if args.samples is not None:
         settings = replace(settings, samples=args.samples)
+    if args.lr is not None:
+        settings = replace(settings, learning_rate=args.lr)
     run_hw6(settings, args.root, args.model)
     return 0
