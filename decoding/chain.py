@@ -120,8 +120,8 @@ class Chain:
         if not self.stateful:
             return ctx.state, {}
         rows = chosen.shape[0]
-        alive = torch.ones(rows, dtype=torch.bool) if ctx.live is None else \
-            torch.tensor([r in set(ctx.live) for r in range(rows)])
+        live = set(range(rows)) if ctx.live is None else set(ctx.live)
+        alive = torch.tensor([r in live for r in range(rows)])
         state, traced = dict(ctx.state), {}
         for stage in self.stateful:
             old = ctx.state[stage.name]

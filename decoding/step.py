@@ -32,9 +32,10 @@ def step(chain: Chain, ctx: StepContext, logits: torch.Tensor, pick: Callable[[t
     check_kept(scores, ctx)
     chosen = pick(scores)                                                         # 2. the pick
     traces = record(history, chosen) if record else []                           # 3. the record
-    state, traced = chain.observe(ctx, seen, chosen)
-    for row, trace in zip(ctx.live if ctx.live is not None else range(len(traces)), traces):
-        trace.extra.update({name: float(values[row]) for name, values in traced.items()})
+    state, traced = chain.observe(ctx, seen, chosen)                            # μ, averages
+    if traced:
+        for row, trace in zip(ctx.live if ctx.live is not None else range(len(traces)), traces):
+            trace.extra.update({name: float(values[row]) for name, values in traced.items()})
     return chosen, traces, state
 
 

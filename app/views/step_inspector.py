@@ -26,6 +26,10 @@ GENERATE_KEY = "step_inspector.generate"
 CHART_KEY = "step_inspector.chart"
 
 TRACE_TOP = 20
+# What the stateful stages trace per step (``StepTrace.extra``), as shown under the metrics.
+STATE_LABELS = {"mirostat_mu": "mirostat μ (bits)", "surprise": "surprise of the token (bits)",
+                "adaptive_target": "adaptive-p target now",
+                "adaptive_p": "token's p before adaptive-p"}
 DEFAULTS = DecodingConfig()
 
 
@@ -223,6 +227,11 @@ def step_scrubber() -> None:
     for row in (metrics[:3], metrics[3:]):
         for column, (label, value) in zip(st.columns(3), row):
             column.metric(label, value)
+
+    state = [f"{label} = {step.extra[name]:.3f}" for name, label in STATE_LABELS.items()
+             if name in step.extra]
+    if state:
+        st.caption("State of the stateful stage at this step: " + " · ".join(state))
 
     top_n = st.slider("Tokens shown", 3, TRACE_TOP, 10, key=TOP_N_KEY,
                       help="The raw top-n, the final top-n and the chosen token.")
