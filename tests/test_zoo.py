@@ -283,3 +283,30 @@ def test_every_stage_turns_on_builds_and_prints_with_its_parameters():
     assert shown["repetition_penalty"] == "repetition_penalty(penalty=1.2)"
     assert shown["adaptive_p"] == "adaptive_p(target=0.5, decay=0.9)"
     assert SPECS["dry"].knob == "dry_multiplier" and SPECS["xtc"].knob == "xtc_probability"
+
+
+# ------------------------------------------------------------------ in the lab
+
+def test_the_new_samplers_in_the_step_inspector_and_the_whatif_panel(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from app import lab_state
+    from app.views import step_inspector as si
+    from app.views import step_whatif as sw
+    from tests.test_app_step_inspector import LAB, generate as generate_in_lab
+
+    monkeypatch.setenv(lab_state.TINY_MODEL_ENV, "1")
+    at = AppTest.from_file(LAB, default_timeout=60).run()
+    at.radio(key=si.STRATEGY_KEY).set_value("sample").run()
+    at.slider(key=si.knob_key("top_h")).set_value(0.6)
+    at.slider(key=si.knob_key("adaptive_target")).set_value(0.3)
+    generate_in_lab(at, "The cat")
+    assert not at.exception and not at.error
+    generation = at.session_state[si.GENERATION_KEY]
+    assert generation.chain == ["raw", "min_new_tokens", "top_h", "adaptive_p"]
+    assert any("adaptive-p target now" in c.value for c in at.caption)
+    # the what-if panel starts from the run's top_h and offers p-less
+    assert at.slider(key=sw.key("top_h")).value == pytest.approx(0.6)
+    at.checkbox(key=sw.key("p_less")).check().run()
+    assert not at.exception
+    assert any("top_h → p_less → adaptive_p" in c.value for c in at.caption)
