@@ -384,6 +384,23 @@ def _unit_pass(text: str, offsets: np.ndarray, rule: LoopRule) -> list[_Candidat
 # --------------------------------------------------------------------------- assembling
 
 
+def _start_at_unit(c: _Candidate, offsets: np.ndarray, unit_starts: np.ndarray) -> _Candidate:
+    """An exact stretch begins as early as the tokens repeat ("red.\n\n### Q ... Mars.\n\n###"
+    repeats from the "."); a reader starts it where a sentence or line starts. Shift the cycles
+    forward to the first token (within one period) in whose text a unit starts, keeping two
+    cycles. ``unit_starts``: sorted character starts of the units."""
+    period = c.cycle_ends[0] - c.start
+    lo, hi = int(offsets[c.start]), int(offsets[c.start + period])
+    first = int(np.searchsorted(unit_starts, lo))      # the first unit start at or after lo
+    if first == len(unit_starts) or unit_starts[first] >= hi:
+        return c
+    token = int(np.searchsorted(offsets, unit_starts[first], side="right")) - 1
+    if token == c.start or c.end - token < 2 * period:
+        return c
+    cycles = (c.end - token) // period
+    return _Candidate(c.kind, token, [token + (k + 1) * period for k in range(cycles)], c.end)
+
+
 def _check_rule(rule: object) -> LoopRule:
     if not isinstance(rule, LoopRule):
         raise DecodingLabError(f"rule of type {type(rule).__name__} is not supported; "
@@ -464,6 +481,8 @@ def find_loops(tokens: object, pieces: Sequence[str] | None = None,
         return []
     candidates = _token_pass(dense_ids(tokens), rule)
     if text is not None:
+        starts = np.array([lo for lo, _ in text_units(text)], dtype=np.int64)
+        candidates = [_start_at_unit(c, offsets, starts) for c in candidates]
         candidates += _unit_pass(text, offsets, rule)
     findings = [f for c in candidates if (f := _finish(c, text, offsets, n, rule)) is not None]
     # Longest first (characters covered; ties: exact, then the shorter period); keep a finding
