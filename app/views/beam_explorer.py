@@ -7,6 +7,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import charts, charts_beam, lab_state
+from app.views import knobs as knobs_ui
 from decoding import help_text
 
 K = "beam_explorer."
@@ -92,8 +93,7 @@ def render() -> None:
         groups = st.number_input("num_beam_groups", 1, 8, 1, key=GROUPS_KEY,
                                  help=help_text("num_beam_groups"))
     with d[1]:
-        diversity = st.slider("diversity_penalty", 0.0, 5.0, 0.0, 0.1, key=DIVERSITY_KEY,
-                              help=help_text("diversity_penalty"))
+        diversity = knobs_ui.knob_control("diversity_penalty", DIVERSITY_KEY, 0.0)
     knobs = dict(max_new_tokens=int(max_new_tokens), num_beams=int(num_beams),
                  length_penalty=float(length_penalty), early_stopping=early_stopping,
                  num_beam_groups=int(groups), diversity_penalty=float(diversity))
