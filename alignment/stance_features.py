@@ -94,26 +94,49 @@ def _mean(x: np.ndarray) -> float:
     return float(x.mean()) if x.size else 0.0
 
 
-def family_features(lm: LM, prompts: Sequence[str], answers: Sequence[str], kind: str,
-                    layer: int) -> np.ndarray:
-    """One feature family (module docstring) of every (prompt, answer), ``(n, d)``."""
-    if kind not in FEATURE_SETS:
-        raise ValueError(f"feature kind {kind!r} unknown; allowed: {FEATURE_SETS}")
-    answer_ids = [completion_ids(lm, a) for a in answers]
-    if kind == "answer":
-        # the answer alone; its first token is the prefix (a BOS-less text), pooled from the second
-        pad = lm.tokenizer.pad_token_id or 0
-        ids = [a if len(a) > 1 else (a or [pad]) + [pad] for a in answer_ids]
-        return pooled_and_logprobs(lm, [i[:1] for i in ids], [i[1:] for i in ids], layer)[0]
-    plain = [chat_ids(lm, p) for p in prompts]
-    if kind == "context":
-        return pooled_and_logprobs(lm, plain, answer_ids, layer)[0]
-    _, lp_plain = pooled_and_logprobs(lm, plain, answer_ids, None)
-    _, lp_pro = pooled_and_logprobs(lm, [chat_ids(lm, p, PRO_SYSTEM) for p in prompts], answer_ids, None)
-    _, lp_con = pooled_and_logprobs(lm, [chat_ids(lm, p, CON_SYSTEM) for p in prompts], answer_ids, None)
+def likelihood_rows(lp_pro: Sequence[np.ndarray], lp_con: Sequence[np.ndarray],
+                    lp_plain: Sequence[np.ndarray]) -> np.ndarray:
+    """The likelihood family from per-token log-probs: mean(pro − con), mean(pro − plain),
+    mean(con − plain), mean plain log-prob, log(1 + length)."""
     rows = [[_mean(a - b), _mean(a - c), _mean(b - c), _mean(c), np.log1p(len(c))]
             for a, b, c in zip(lp_pro, lp_con, lp_plain)]
-    return np.array(rows, dtype=np.float64).reshape(len(answers), 5)
+    return np.array(rows, dtype=np.float64).reshape(len(rows), 5)
+
+
+def answer_family(lm: LM, answer_ids: Sequence[Sequence[int]], layer: int) -> np.ndarray:
+    """The answer alone; its first token is the prefix (a BOS-less text), pooled from the second."""
+    pad = lm.tokenizer.pad_token_id or 0
+    ids = [list(a) if len(a) > 1 else (list(a) or [pad]) + [pad] for a in answer_ids]
+    return pooled_and_logprobs(lm, [i[:1] for i in ids], [i[1:] for i in ids], layer)[0]
+
+
+def families(lm: LM, prompts: Sequence[str], answers: Sequence[str], kinds: Sequence[str],
+             layer: int) -> dict[str, np.ndarray]:
+    """The feature families ``kinds`` (module docstring) of every (prompt, answer), each
+    ``(n, d)``; the plain-prompt forward is shared by ``context`` and ``likelihood``."""
+    unknown = [k for k in kinds if k not in FEATURE_SETS]
+    if unknown:
+        raise ValueError(f"feature kinds {unknown} unknown; allowed: {FEATURE_SETS}")
+    answer_ids = [completion_ids(lm, a) for a in answers]
+    out = {}
+    if "answer" in kinds:
+        out["answer"] = answer_family(lm, answer_ids, layer)
+    if "context" in kinds or "likelihood" in kinds:
+        plain = [chat_ids(lm, p) for p in prompts]
+        pooled, lp_plain = pooled_and_logprobs(lm, plain, answer_ids, layer if "context" in kinds else None)
+        if "context" in kinds:
+            out["context"] = pooled
+        if "likelihood" in kinds:
+            _, lp_pro = pooled_and_logprobs(lm, [chat_ids(lm, p, PRO_SYSTEM) for p in prompts], answer_ids, None)
+            _, lp_con = pooled_and_logprobs(lm, [chat_ids(lm, p, CON_SYSTEM) for p in prompts], answer_ids, None)
+            out["likelihood"] = likelihood_rows(lp_pro, lp_con, lp_plain)
+    return out
+
+
+def family_features(lm: LM, prompts: Sequence[str], answers: Sequence[str], kind: str,
+                    layer: int) -> np.ndarray:
+    """One feature family of every (prompt, answer), ``(n, d)``."""
+    return families(lm, prompts, answers, [kind], layer)[kind]
 
 
 def cached_family(lm: LM, prompts: Sequence[str], answers: Sequence[str], kind: str,
@@ -148,5 +171,7 @@ def feature_matrix(lm: LM, prompts: Sequence[str], answers: Sequence[str], kinds
     """The feature families ``kinds`` of every (prompt, answer), side by side, ``(n, d)``."""
     if not kinds or any(k not in FEATURE_SETS for k in kinds):
         raise ValueError(f"feature kinds {list(kinds)} unknown; allowed: {FEATURE_SETS}")
-    get = cached_family if cache else family_features
-    return np.concatenate([get(lm, prompts, answers, k, layer) for k in kinds], axis=1)
+    if cache:
+        return np.concatenate([cached_family(lm, prompts, answers, k, layer) for k in kinds], axis=1)
+    found = families(lm, prompts, answers, kinds, layer)
+    return np.concatenate([found[k] for k in kinds], axis=1)

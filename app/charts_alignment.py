@@ -78,9 +78,17 @@ def answers_frame(answers: list[dict]) -> pd.DataFrame:
                           "loop period": a.get("loop_period")} for a in answers], columns=columns)
 
 
+def _ci_text(cell: dict, key: str) -> str:
+    low, high = cell.get("ci", {}).get(key, (None, None))
+    return "" if low is None else f"{100 * low:.0f}–{100 * high:.0f} %"
+
+
 def grid_frame(cells: list[dict]) -> pd.DataFrame:
-    """The decodings × adapters grid as a table: support %, neutral %, loop %, mean length."""
+    """The decodings × adapters grid as a table: support %, neutral %, loop %, mean length, and
+    the 95 % bootstrap intervals of support and loop share (``alignment.evaluate.intervals``)."""
     return pd.DataFrame([{"model": c["model"], "decoding": c["decoding"], "answers": c["answers"],
-                          "support": c["support"], "neutral": c["neutral"], "oppose": c["oppose"],
-                          "loops": c["loop_rate"], "EOS": c["eos_rate"], "tokens": c["mean_length"]}
+                          "support": c["support"], "support 95% CI": _ci_text(c, "support"),
+                          "neutral": c["neutral"], "oppose": c["oppose"], "oppose 95% CI": _ci_text(c, "oppose"),
+                          "loops": c["loop_rate"], "loops 95% CI": _ci_text(c, "loop_rate"),
+                          "EOS": c["eos_rate"], "tokens": c["mean_length"]}
                          for c in cells])

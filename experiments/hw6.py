@@ -92,13 +92,13 @@ def run_hw6(settings: Hw6Settings, root: str = "runs", model: str | None = None,
     specs = parse_specs("greedy;sample:top_p=0.9",
                         DecodingConfig(max_new_tokens=settings.max_new_tokens, seed=settings.seed))
     with open_run(STUDY, root, params=settings.__dict__) as run:
-        kit.note("fitting the stance judge")
-        judge = fit_stance_judge(base, stance_config)
         trained = {}
         for label, knobs in settings.runs().items():
             config = TrainConfig(method="dpo", dataset="stance", seed=settings.seed, **knobs)
             trained[label] = kit.train_into_run(run, label, config, base)
             run.progress(trained=list(trained))
+        kit.note("fitting the stance judge")
+        judge = fit_stance_judge(base, stance_config)
         subjects = [Subject("base", None)] + [t.subject for t in trained.values()]
         preference = {}
 

@@ -182,7 +182,8 @@ def run_grid(prompt: str, adapters: list[str], specs_text: str, samples: int, ma
         return
     finally:
         progress.empty()
-    st.session_state[GRID_KEY] = {"cells": cells, "refusal": refusal}
+    st.session_state[GRID_KEY] = {"cells": cells, "refusal": refusal,
+                                  "judge": judge.describe() if judge is not None else None}
 
 
 def render() -> None:
@@ -231,5 +232,8 @@ def render() -> None:
     if grid:
         if grid["refusal"]:
             st.warning(f"No stance labels: {grid['refusal']}")
+        elif grid.get("judge"):
+            st.caption(f"{grid['judge']}. Intervals: 95 % bootstrap over this prompt's samples (one prompt: "
+                       "they show sampling noise only; `declab evaluate` gives intervals over prompts).")
         st.dataframe(ca.grid_frame(grid["cells"]), hide_index=True, column_config={
             k: st.column_config.NumberColumn(format="percent") for k in ("support", "neutral", "oppose", "loops", "EOS")})
