@@ -18,6 +18,7 @@ STUDIES: dict[str, str] = {
     "dpo-vs-orpo": "experiments.dpo_vs_orpo:main",
     "decoding-vs-alignment": "experiments.decoding_vs_alignment:main",
     "prefmath": "experiments.prefmath_study:main",
+    "stance-judge": "experiments.stance_judge_eval:main",
 }
 
 

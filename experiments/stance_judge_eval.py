@@ -60,12 +60,31 @@ def score(rows, p, config: StanceConfig) -> dict:
     return agreement([r.label for r in rows], decide(p, config), LABELS, p[:, 0])
 
 
+def abstaining_labels(a: list[str], b: list[str]) -> list[str]:
+    """Two judges' labels combined: their shared label, or neutral when they disagree."""
+    return [x if x == y else "neutral" for x, y in zip(a, b)]
+
+
+ENSEMBLE = ("context, 3-way", "likelihood, 3-way")
+
+
 def sweep(lm: LM, variants: dict[str, StanceConfig] | None = None) -> dict[str, dict]:
-    out = {}
+    out, probs = {}, {}
     for name, config in (variants or VARIANTS).items():
-        probs = variant_probabilities(lm, config, baseline=name.startswith("baseline"))
-        out[name] = {"config": config.__dict__, "dev": score(probs["dev_rows"], probs["dev_p"], config),
-                     "test": score(probs["test_rows"], probs["test_p"], config)}
+        probs[name] = variant_probabilities(lm, config, baseline=name.startswith("baseline"))
+        out[name] = {"config": config.__dict__, "dev": score(probs[name]["dev_rows"], probs[name]["dev_p"], config),
+                     "test": score(probs[name]["test_rows"], probs[name]["test_p"], config)}
+        print(format_agreement(name + " [test]", out[name]["test"]), flush=True)
+    if all(k in probs for k in ENSEMBLE):
+        first, second = (probs[k] for k in ENSEMBLE)
+        configs = [(variants or VARIANTS)[k] for k in ENSEMBLE]
+        name = f"ensemble: {ENSEMBLE[0]} & {ENSEMBLE[1]}, abstains"
+        out[name] = {"config": {"ensemble": list(ENSEMBLE)}}
+        for split in ("dev", "test"):
+            rows = first[f"{split}_rows"]
+            labels = abstaining_labels(decide(first[f"{split}_p"], configs[0]), decide(second[f"{split}_p"], configs[1]))
+            p_support = (first[f"{split}_p"][:, 0] + second[f"{split}_p"][:, 0]) / 2
+            out[name][split] = agreement([r.label for r in rows], labels, LABELS, p_support)
         print(format_agreement(name + " [test]", out[name]["test"]), flush=True)
     return out
 
@@ -98,5 +117,16 @@ def run_stance_judge(root: str = "runs", model: str | None = None) -> str:
     return str(run.path)
 
 
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    p = argparse.ArgumentParser(prog=f"declab experiment {STUDY}", description=__doc__.splitlines()[0])
+    p.add_argument("--root", default="runs", help="where run directories go")
+    p.add_argument("--model", default=None, help="base model (default: the embedded SmolLM2-135M-Instruct)")
+    args = p.parse_args(argv)
+    print(f"report: {run_stance_judge(args.root, args.model)}/report.md")
+    return 0
+
+
 if __name__ == "__main__":
-    print(run_stance_judge())
+    raise SystemExit(main())
