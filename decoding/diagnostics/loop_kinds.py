@@ -6,35 +6,46 @@ going round in circles, and how? Each ``LoopFinding`` has a **kind**:
 
 - ``exact``: cycles identical word for word (Holtzman et al. 2020's "phrase repeated
   consecutively"), found on the tokens themselves, so any period, tail or mid-text;
-- ``near``: cycles that are the same text with small edits, most cycles identical;
+- ``near``: cycles that are the same text with small edits (words added, dropped or changed
+  at different places);
 - ``template``: a repeated **frame** with short **slots** that change cycle after cycle
   ("The animals are all in horror. / ... in terror. / ... in fear.", "### D-One: ### D-Two:");
   the finding reports the frame and each cycle's slot values.
 
-The rule, in three passes (every threshold is a field of ``LoopRule``):
+The rule, in three passes (every threshold is a field of ``LoopRule``; the defaults were tuned
+on the dev split of the labelled loop set, ``loop_set.py``):
 
 1. **Token pass (exact).** For each period ``p <= max_period`` the matches ``x[i] = x[i - p]``
    form runs; a run of ``r`` matches is a periodic stretch of ``r + p`` tokens, ``(r + p) // p``
-   complete cycles. A stretch counts with ``min_cycles_tail`` cycles when it reaches the end of
-   the text (the exact report, as ``detect_loop``) and ``min_cycles_mid`` cycles elsewhere.
+   complete cycles. A stretch counts with ``min_cycles_tail`` (2) cycles when it reaches the
+   end of the text (as ``detect_loop``) and ``min_cycles_mid`` (3) elsewhere. A stretch starts
+   as early as the tokens repeat; it is moved forward (within one period) to where a unit
+   (below) starts, which is where a reader starts it.
 2. **Unit pass (near, template; exact across whitespace).** The text is cut into units at
    sentence ends, colons and semicolons followed by space, and newlines (a bare list marker
-   "3." stays with its item). Unit ``i`` *matches* unit ``i + k`` when their words (``\\w+`` or a
-   run of punctuation) are equal, or when their longest common subsequence covers
-   ``similarity`` of the longer one. A run of matches at lag ``k`` (``k <= max_unit_lag``)
-   is a loop of ``k``-unit cycles. Its frame is the common subsequence of all cycles; the
-   words outside it are the slots. ``template``: at most ``max_slots`` slot positions, none
-   longer than ``max_slot_words`` words, and the slot values change in at least half the cycles;
-   ``near``: otherwise, and at least half the cycle pairs identical; ``exact`` when every cycle
-   has the same words (e.g. cycles that differ only in line breaks). Near and template loops
-   need ``min_cycles_similar`` cycles.
+   "3." stays with its item). Unit ``i`` *matches* unit ``i + k`` when their words (``\\w+`` or
+   a run of punctuation) are equal, or when their longest common subsequence covers
+   ``similarity`` (0.7) of the longer one. A run of matches at lag ``k`` (``k <= max_unit_lag``)
+   is a loop of ``k``-unit cycles. Its frame is the common subsequence of all cycles; the words
+   outside it are the slots. ``exact``: every cycle has the same words (e.g. cycles that differ
+   only in line breaks). ``template``: fewer than half the neighbouring cycles identical, slots
+   filled in at least half the (cycle, slot) cells, at most ``max_slots`` (3) slot positions,
+   none longer than ``max_slot_words`` (4) words. ``near``: the rest. A frame of fewer than
+   ``min_frame_words`` (3) words needs ``min_cycles_short_frame`` (5) cycles ("Add the flour.
+   Add the sugar." is a recipe). Near and template loops need ``min_cycles_similar_tail`` (2)
+   cycles when they run to the end of the text, ``min_cycles_similar`` (3) when they stop.
 3. **Overlaps.** Candidates covering the same stretch are resolved by covered characters, the
-   longer wins (an exact stretch inside a near loop gives way to the near loop).
+   longer wins (an exact stretch inside a near loop gives way to the near loop). Every loop
+   covers at least ``min_loop_words`` (6) words or tokens: "no no" is not a loop.
 
-**Whitespace is not a loop**: cycles with no word character ("\\n\\n", "  ", "---") are dropped
-in both passes, and units are compared by words, so line breaks never make or break a cycle.
-A finding that ends before the text does (more than ``max_trailing_words`` words follow it,
-other than an unfinished cycle) is a loop that **stopped**: ``ends_early`` is True.
+**Whitespace is not a loop**: cycles with no word character ("\\n\\n", "  ", "---") are
+dropped in both passes, and units are compared by words, so line breaks never make or break a
+cycle. A finding that ends before the text does (more than ``max_trailing_words`` words follow
+it, other than an unfinished cycle) is a loop that **stopped**: ``ends_early`` is True.
+
+The onset (``onset`` in tokens, ``char_onset`` in characters, at the first non-space
+character) is the start of the first complete cycle: delete every cycle after the first and
+the text reads as if the writer had not looped.
 
 Tokens: model token ids with their texts (``pieces``, one string per token, whose
 concatenation is the text), or a ``str``, which is split into whitespace tokens with their
@@ -43,7 +54,7 @@ exact character offsets. Without ``pieces`` only the token pass runs (there is n
 Cost: the token pass is ``O(n · max_period)`` vectorised comparisons; the unit pass compares
 each unit with the ``max_unit_lag`` units after it, each comparison bounded by
 ``max_unit_words``², so both are linear in the text length for fixed settings
-(``experiments.bench --loops`` measures 500 to 8,000 tokens).
+(``python -m experiments.bench_loops``, also in ``make bench``, times 500 to 8,000 tokens).
 """
 
 from __future__ import annotations
@@ -70,7 +81,9 @@ class LoopRule:
     min_cycles_mid: int = field(default=3, metadata={"help": "Complete cycles an exact stretch "
                                 "that stops before the end needs. >= 2."})
     min_cycles_similar: int = field(default=3, metadata={"help": "Complete cycles a near or "
-                                    "template loop needs. >= 2."})
+                                    "template loop that stops before the end needs. >= 2."})
+    min_cycles_similar_tail: int = field(default=2, metadata={"help": "Complete cycles a near "
+                                         "or template loop that runs to the end needs. >= 2."})
     min_loop_words: int = field(default=6, metadata={"help": "Words (or tokens, whichever are "
                                 "more) a loop must cover, all cycles together: 'no no' is "
                                 "emphasis, not a loop. >= 1."})
@@ -439,8 +452,10 @@ def _finish(c: _Candidate, text: str | None, offsets: np.ndarray | None, n: int,
     if ends_early and text is not None:         # an unfinished cycle is not text after the loop
         rest = text[char_span[1]:].strip()
         ends_early = not (rest and cycle_text.strip().startswith(rest))
-    needed = (rule.min_cycles_similar if c.kind != "exact"
-              else rule.min_cycles_mid if ends_early else rule.min_cycles_tail)
+    if c.kind == "exact":
+        needed = rule.min_cycles_mid if ends_early else rule.min_cycles_tail
+    else:
+        needed = rule.min_cycles_similar if ends_early else rule.min_cycles_similar_tail
     if cycles < needed:
         return None
     return LoopFinding(
