@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .stages import PROCESSOR_ORDERS, STAGE_NAMES, planned_stages
-from .errors import ConfigError, out_of_range
+from .errors import (ConfigError, check_number, check_range, is_integer, is_real, out_of_range,
+                     range_text)
 
 STRATEGIES = ("greedy", "sample", "beam", "contrastive", "mirostat")
 CONTRASTIVE_DEFAULT_K = 4  # SimCTG's and transformers' documented k when top_k is 0
@@ -254,23 +255,14 @@ def _normalise_logit_bias(value: Any) -> Any:
 
 # ---------------------------------------------------------------------- validation
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None, note: str = "") -> None:
-    allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-    if not _is_int(value) or value < low or (high is not None and value > high):
-        raise out_of_range(name, value, allowed + note)
+    allowed = range_text(name, low, high, integer=True) + note
+    check_range(name, value, low, high, integer=True, allowed=allowed)
 
 
 def _check_float(name: str, value: Any, ok, allowed: str) -> None:
-    if not _is_number(value) or not ok(float(value)):
-        raise out_of_range(name, value, allowed)
+    check_number(name, value, lambda v: ok(float(v)), allowed)
 
 
 def _check_bool(name: str, value: Any) -> None:
@@ -371,8 +363,8 @@ def _check_logit_bias(pairs: Any) -> None:
         raise out_of_range("logit_bias", pairs, "a mapping " + allowed)
     seen = set()
     for key, bias in pairs:
-        key_ok = (_is_int(key) and key >= 0) or (isinstance(key, str) and key != "")
-        bias_ok = _is_number(bias) or bias == -math.inf
+        key_ok = (is_integer(key) and key >= 0) or (isinstance(key, str) and key != "")
+        bias_ok = is_real(bias) or bias == -math.inf
         if not (key_ok and bias_ok):
             raise out_of_range("logit_bias", {key: bias}, allowed)
         if key in seen:

