@@ -111,6 +111,18 @@ def test_template_on_model_like_tokens_has_the_same_character_onset():
     assert "".join(pieces[:loop.onset + 1]) == HORROR[:loop.char_onset + 3]
 
 
+def test_header_blocks_refilled_each_round_are_a_template_loop():
+    text = ("Gold is Au.\n\n### Note:\nThe symbol for gold (Au) is a metal used in rings.\n\n"
+            "### Note:\nThe symbol for gold, Au, is a metal used in coins.\n\n### Note:\nThe "
+            "symbol for gold (aurum) is a soft metal used in rings.\n\n### Note:\nThe symbol")
+    loop = only(text)
+    assert loop.kind == "template" and loop.frame == "### Note : …"
+    assert loop.char_onset == text.index("### Note") and loop.cycles >= 3
+    sections = ("### Example:\nA cat sleeps all day.\n\n### Example:\nTrains leave at nine "
+                "from platform two.\n\n### Example:\nPaint dries faster in the sun.\n")
+    assert find_loops(sections) == []      # the same header over different content
+
+
 def test_near_verbatim_loop():
     text = ("Drink water before you run. Remember to stay hydrated. Remember to stay hydrated. "
             "Remember to stay hydrated and rested. Remember to stay hydrated. Remember to stay "

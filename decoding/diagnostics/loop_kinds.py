@@ -102,6 +102,9 @@ class LoopRule:
                                  "min_cycles_short_frame cycles. >= 1."})
     min_cycles_short_frame: int = field(default=5, metadata={"help": "Cycles that make a loop of "
                                         "a shorter frame ('### D-One: ### D-Two: ...'). >= 2."})
+    block_similarity: float = field(default=0.5, metadata={"help": "Header blocks ('### "
+                                    "Explanation: ...') loop when their common subsequence "
+                                    "covers this share of the longer block. (0, 1]."})
     max_slots: int = field(default=3, metadata={"help": "Most slot positions per cycle of a "
                            "template loop. >= 1."})
     max_trailing_words: int = field(default=2, metadata={"help": "Words after a loop that still "
@@ -110,7 +113,7 @@ class LoopRule:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name == "similarity":
+            if f.name in ("similarity", "block_similarity"):
                 if (isinstance(value, bool) or not isinstance(value, Real)
                         or not 0 < value <= 1):
                     raise out_of_range(f.name, value, "a number in (0, 1]")
@@ -391,6 +394,65 @@ def _unit_pass(text: str, offsets: np.ndarray, rule: LoopRule) -> list[_Candidat
                                             min(n_tokens, token_at(end_char - 1) + 1),
                                             frame, slots))
             i = j
+    return found + _block_pass(text, units, words, rule, token_at, n_tokens)
+
+
+def _block_pass(text: str, units: list[tuple[int, int]], words: list[list], rule: LoopRule,
+                token_at, n_tokens: int) -> list[_Candidate]:
+    """Header blocks refilled each round (seed 002's "### Explanation: ... ### Explanation:
+    ..."): a header unit (ending in ':') that comes back word for word, every at most
+    ``max_unit_lag`` units, with the blocks it opens alike (their common subsequence covers
+    ``block_similarity`` of the longer). The content before the first header counts as a
+    cycle when it is alike too. Kind ``template``: the header is the frame. Blocks that are
+    mostly verbatim are left to the unit and token passes (exact or near loops)."""
+    found = []
+    positions: dict[tuple, list[int]] = {}
+    for i, (lo, hi) in enumerate(units):
+        if text[hi - 1] == ":" and _HAS_WORD.search(text[lo:hi]):
+            positions.setdefault(tuple(words[i]), []).append(i)
+    m = len(units)
+
+    def block(a: int, b: int) -> list:
+        return sum(words[a:b], [])
+
+    def alike(x: list, y: list) -> bool:
+        longest = max(len(x), len(y))
+        return (0 < longest <= 4 * rule.max_unit_words
+                and len(lcs(x, y)) >= rule.block_similarity * longest)
+
+    for header, where in positions.items():
+        k = 0
+        while k < len(where) - 1:
+            run = [where[k]]
+            while (k + 1 < len(where) and 2 <= where[k + 1] - run[-1] <= rule.max_unit_lag
+                   and (len(run) < 2 or alike(block(run[-2], run[-1]),
+                                              block(run[-1], where[k + 1])))):
+                run.append(where[k + 1])
+                k += 1
+            k += 1
+            if len(run) < 2 or not alike(block(run[0], run[1]), block(run[1], run[1] + (
+                    run[1] - run[0]))):
+                continue
+            bounds = list(run)
+            tail = min(m, run[-1] + (run[-1] - run[-2]))      # the last block, as long as the one before
+            bounds.append(tail)
+            headed = [block(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+            if sum(x == y for x, y in zip(headed[:-1], headed[1:])) * 2 >= len(headed) - 1:
+                continue                  # blocks mostly verbatim: the other passes' loops
+            gap = run[1] - run[0]
+            before = run[0] - (gap - 1)                       # content before the first header
+            if before >= 0 and alike(block(before, run[0]), block(run[0] + 1, run[1])):
+                bounds.insert(0, before)
+            blocks = [block(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+            frame = blocks[0]
+            for b in blocks[1:]:
+                frame = lcs(frame, b)
+            slots = [[" ".join(g) for g in _gaps(b, frame) if g][:rule.max_slots] for b in blocks]
+            cycle_ends = [min(n_tokens, token_at(units[b - 1][1] - 1) + 1) for b in bounds[1:]]
+            found.append(_Candidate("template", token_at(units[bounds[0]][0]), cycle_ends,
+                                    min(n_tokens, token_at(units[-1][1] - 1) + 1)
+                                    if tail == m else cycle_ends[-1],
+                                    " ".join(header) + " …", slots))
     return found
 
 
