@@ -45,7 +45,7 @@ from decoding import DecodingConfig, load_model
 from decoding.batch import generate_mixed
 from decoding.diagnostics import rep_n
 from decoding.diagnostics.summary import main_text_loop
-from decoding.errors import DecodingLabError, out_of_range
+from decoding.errors import DecodingLabError, check_range
 from decoding.models import ADAPTER_META, LM, attach_adapter
 from decoding.specs import StrategySpec, parse_specs
 
@@ -79,14 +79,11 @@ class EvalConfig:
     max_prompts: int | None = field(default=None, metadata={"help": "only the first N test prompts"})
 
     def __post_init__(self) -> None:
-        for name, value, low in (("samples", self.samples, 1), ("max_new_tokens", self.max_new_tokens, 1),
-                                 ("seed", self.seed, 0)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise out_of_range(name, value, f"an integer >= {low}")
-        if self.max_prompts is not None and (not isinstance(self.max_prompts, int) or self.max_prompts < 1):
-            raise out_of_range("max_prompts", self.max_prompts, "an integer >= 1, or None for all")
-        if not 0 <= self.tie_margin < 1:
-            raise out_of_range("tie_margin", self.tie_margin, "0 <= tie_margin < 1")
+        for name, low in (("samples", 1), ("max_new_tokens", 1), ("seed", 0)):
+            check_range(name, getattr(self, name), low, integer=True)
+        check_range("max_prompts", self.max_prompts, 1, integer=True, optional=True,
+                    allowed="an integer >= 1, or None for all")
+        check_range("tie_margin", self.tie_margin, 0, 1, high_open=True)
 
     def specs(self) -> list[StrategySpec]:
         return parse_specs(self.decodings, DecodingConfig(max_new_tokens=self.max_new_tokens,

@@ -20,14 +20,15 @@ from typing import Any, Callable, Iterable, Sequence
 
 from alignment.evaluate import GenerationRecord, Subject, answer_models, summarise
 from alignment.stance import StanceJudge
-from alignment.train import TrainConfig, train
+from alignment.train import TrainConfig, check_training_knob, train
 from decoding.io import write_bytes_atomic, write_text_atomic
 from decoding.models import LM
 from decoding.specs import StrategySpec
 
-from decoding.errors import out_of_range
+from decoding.errors import check_range
 
 from .runs import Run
+from .settings_flags import add_setting_flag
 
 
 def study_parser(name: str, doc: str | None, quick_help: str) -> argparse.ArgumentParser:
@@ -39,19 +40,16 @@ def study_parser(name: str, doc: str | None, quick_help: str) -> argparse.Argume
     return p
 
 
-def add_training_flags(p: argparse.ArgumentParser, support_ratio: float, learning_rate: float,
-                       ratio_help: str) -> None:
-    """``--support-ratio`` and ``--lr``: a study's training direction and step size (None: the
-    study's default, validated by its settings)."""
-    p.add_argument("--support-ratio", type=float, default=None,
-                   help=f"{ratio_help} (default {support_ratio:g}; 0: towards oppose, 1: towards support)")
-    p.add_argument("--lr", type=float, default=None,
-                   help=f"learning rate of every adapter (default {learning_rate:g})")
+def add_training_flags(p: argparse.ArgumentParser, cls: type) -> None:
+    """``--support-ratio`` and ``--lr``: a study's training direction and step size, help from
+    ``cls``'s fields (None: the study's default, validated by its settings)."""
+    add_setting_flag(p, cls, "support_ratio", "--support-ratio")
+    add_setting_flag(p, cls, "learning_rate", "--lr")
 
 
 def training_changes(args: argparse.Namespace) -> dict[str, float]:
     """The settings ``add_training_flags``' options override (none given: none)."""
-    return {k: v for k, v in (("support_ratio", args.support_ratio), ("learning_rate", args.lr))
+    return {k: v for k, v in ((k, getattr(args, k, None)) for k in ("support_ratio", "learning_rate"))
             if v is not None}
 
 
@@ -60,20 +58,15 @@ def check_counts(settings: Any, names: Sequence[str]) -> None:
     integers >= 1; None stays allowed where the field means "all"."""
     for name in names:
         value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise out_of_range(name, value, "an integer >= 1")
+        if value is not None:
+            check_range(name, value, 1, integer=True)
 
 
-def check_training_knobs(settings: Any) -> None:
-    """``support_ratio`` in [0, 1] and ``learning_rate`` in (0, 1], the training knobs a study
-    exposes on its command line."""
-    ratio, rate = settings.support_ratio, settings.learning_rate
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
-        raise out_of_range("support_ratio", ratio, "a number in [0, 1]")
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate <= 1:
-        raise out_of_range("learning_rate", rate, "a number in (0, 1]")
+def check_training_knobs(settings: Any, names: Sequence[str] = ("support_ratio", "learning_rate")) -> None:
+    """The training knobs a study exposes (``support_ratio``, ``learning_rate``), refused exactly
+    as ``TrainConfig`` refuses them (``check_training_knob``), before the study does any work."""
+    for name in names:
+        check_training_knob(name, getattr(settings, name))
 
 
 def direction(support_ratio: float) -> str:

@@ -23,6 +23,8 @@ from alignment.stance import StanceConfig, fit_stance_judge
 from alignment.train import TrainConfig
 from decoding import DecodingConfig, load_model
 from decoding.models import LM
+from decoding.config import knob
+from decoding.errors import check_range
 from decoding.io import write_json_atomic, write_text_atomic
 from decoding.specs import parse_specs
 
@@ -47,22 +49,28 @@ ADAPTERS = {"dpo-b0.05": ("dpo", 0.05), "dpo-b0.1": ("dpo", 0.1), "dpo-b0.5": ("
 
 @dataclass(frozen=True)
 class GridSettings:
-    pairs: int = 50
-    epochs: int = 3
-    decodings: str = DECODINGS
-    adapters: tuple[str, ...] = tuple(ADAPTERS)
-    samples: int = 2
-    max_new_tokens: int = 64
-    test_prompts: int | None = None
+    """The grid's size and training knobs; the help texts feed the flags."""
+
+    pairs: int = knob(50, "Stance training pairs of every adapter.")
+    epochs: int = knob(3, "Epochs of every adapter.")
+    decodings: str = knob(DECODINGS, "Decoding specs STRATEGY[:field=value,...], separated by ';'.")
+    adapters: tuple[str, ...] = knob(tuple(ADAPTERS), "Adapters of the grid, from: " + ", ".join(ADAPTERS) + ".")
+    samples: int = knob(2, "Samples per prompt for sampling decodings.")
+    max_new_tokens: int = knob(64, "New tokens per answer at most.")
+    test_prompts: int | None = knob(None, "Only the first N held-out test prompts; None: all.")
     # Direction and step size of the training. The base already supports most test prompts, so
     # adapters trained towards support have little room to move it; see the module docstring.
-    support_ratio: float = SUPPORT_RATIO
-    learning_rate: float = LEARNING_RATE
-    seed: int = 0
-    quick: bool = False
+    support_ratio: float = knob(SUPPORT_RATIO, "Share of the training pairs that prefer the "
+                                "supporting answer, 0..1 (0: towards oppose, 1: towards support); "
+                                "the base already supports most test prompts.")
+    learning_rate: float = knob(LEARNING_RATE, "Learning rate of every adapter; 0 < learning_rate "
+                                "< 1, as TrainConfig requires (at 1e-4 no adapter moved the base).")
+    seed: int = knob(0, "Seed of the LoRA initialisation, the data order and the sampling.")
+    quick: bool = knob(False, "The few-minute version (set by --quick).")
 
     def __post_init__(self) -> None:
         kit.check_counts(self, ("pairs", "epochs", "samples", "max_new_tokens", "test_prompts"))
+        check_range("seed", self.seed, 0, integer=True)
         kit.check_training_knobs(self)
 
     @property
@@ -230,8 +238,7 @@ def report(settings, rows, grid, models, decodings, split, shift, judge, trained
 
 def main(argv: list[str] | None = None) -> int:
     p = kit.study_parser(STUDY, __doc__, "one small adapter, two decodings, 4 prompts")
-    kit.add_training_flags(p, SUPPORT_RATIO, LEARNING_RATE,
-                           "share of training pairs that prefer the supporting answer, 0..1")
+    kit.add_training_flags(p, GridSettings)
     args = p.parse_args(argv)
     settings = GridSettings.quick_settings() if args.quick else GridSettings()
     changes = kit.training_changes(args)

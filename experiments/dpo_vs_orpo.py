@@ -31,7 +31,8 @@ from alignment.stance import StanceConfig, fit_stance_judge
 from alignment.train import TrainConfig
 from decoding import DecodingConfig, load_model
 from decoding.models import LM
-from decoding.errors import DecodingLabError
+from decoding.config import knob
+from decoding.errors import DecodingLabError, check_range
 from decoding.io import write_json_atomic, write_text_atomic
 from decoding.prompts import load_prompt_set
 from decoding.specs import parse_specs
@@ -48,23 +49,30 @@ STANCE_SUPPORT_RATIO = 1.0
 
 @dataclass(frozen=True)
 class DpoOrpoSettings:
-    epochs: int = 3
-    train_pairs: int | None = None          # None: every non-held-out anti-repetition pair
-    stance_pairs: int = 50
-    decodings: str = "greedy;beam:num_beams=4;sample:top_p=0.9;sample:min_p=0.1"
-    samples: int = 2
-    max_new_tokens: int = 160
-    stance_tokens: int = 80
-    test_prompts: int | None = None
-    stance_part: bool = True
-    # every adapter's learning rate, and the direction of the stance part's training pairs
-    learning_rate: float = LEARNING_RATE
-    support_ratio: float = STANCE_SUPPORT_RATIO
-    seed: int = 0
-    quick: bool = False
+    """The run's size and training knobs; the help texts feed the flags."""
+
+    epochs: int = knob(3, "Epochs of every adapter.")
+    train_pairs: int | None = knob(None, "Anti-repetition training pairs; None: every pair not mined "
+                                   "from the held-out template_loop prompts.")
+    stance_pairs: int = knob(50, "Stance training pairs of the stance part.")
+    decodings: str = knob("greedy;beam:num_beams=4;sample:top_p=0.9;sample:min_p=0.1",
+                          "Decoding specs STRATEGY[:field=value,...], separated by ';'.")
+    samples: int = knob(2, "Samples per prompt for sampling decodings.")
+    max_new_tokens: int = knob(160, "New tokens per anti-repetition answer at most.")
+    stance_tokens: int = knob(80, "New tokens per stance answer at most.")
+    test_prompts: int | None = knob(None, "Only the first N test prompts; None: all.")
+    stance_part: bool = knob(True, "Also train and measure the stance adapters.")
+    learning_rate: float = knob(LEARNING_RATE, "Learning rate of every adapter; 0 < learning_rate "
+                                "< 1, as TrainConfig requires.")
+    support_ratio: float = knob(STANCE_SUPPORT_RATIO, "Stance part: share of the training pairs "
+                                "that prefer the supporting answer, 0..1 (0: towards oppose, 1: "
+                                "towards support).")
+    seed: int = knob(0, "Seed of the LoRA initialisation, the data order and the sampling.")
+    quick: bool = knob(False, "The few-minute version (set by --quick).")
 
     def __post_init__(self) -> None:
         kit.check_counts(self, ("epochs", "train_pairs", "stance_pairs", "samples", "max_new_tokens", "stance_tokens", "test_prompts"))
+        check_range("seed", self.seed, 0, integer=True)
         kit.check_training_knobs(self)
 
     @classmethod
@@ -221,8 +229,7 @@ def report(settings, rows, trained, n_train, n_test, judge, anti) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = kit.study_parser(STUDY, __doc__, "small training, 4 test prompts, greedy only")
-    kit.add_training_flags(p, STANCE_SUPPORT_RATIO, LEARNING_RATE,
-                           "stance part: share of training pairs that prefer the supporting answer, 0..1")
+    kit.add_training_flags(p, DpoOrpoSettings)
     args = p.parse_args(argv)
     settings = DpoOrpoSettings.quick_settings() if args.quick else DpoOrpoSettings()
     changes = kit.training_changes(args)

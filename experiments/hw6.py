@@ -28,7 +28,8 @@ from alignment.stance import StanceConfig, fit_stance_judge
 from alignment.train import TrainConfig
 from decoding import DecodingConfig, load_model
 from decoding.models import LM
-from decoding.errors import out_of_range
+from decoding.config import knob
+from decoding.errors import check_range
 from decoding.io import write_json_atomic, write_text_atomic
 from decoding.specs import parse_specs
 
@@ -40,26 +41,27 @@ STUDY = "hw6"
 
 @dataclass(frozen=True)
 class Hw6Settings:
-    """The run's size; ``quick()`` is the few-minute version."""
+    """The run's size; ``quick()`` is the few-minute version. The help texts feed the flags."""
 
-    pairs: int = 50
-    few_pairs: int = 10
-    epochs: int = 3
-    few_epochs: int = 1
-    test_prompts: int | None = None     # None: all 14
-    samples: int = 3
-    max_new_tokens: int = 80
-    seed: int = 0
+    pairs: int = knob(50, "Training pairs of the main runs (the course's data_size).")
+    few_pairs: int = knob(10, "Training pairs of comparison (c)'s small run.")
+    epochs: int = knob(3, "Epochs of the main runs (the course's num_epoch).")
+    few_epochs: int = knob(1, "Epochs of comparison (b)'s short run.")
+    test_prompts: int | None = knob(None, "Only the first N held-out test prompts; None: all 14.")
+    samples: int = knob(3, "Samples per prompt for top-p sampling (greedy runs once).")
+    max_new_tokens: int = knob(80, "New tokens per answer at most.")
+    seed: int = knob(0, "Seed of the LoRA initialisation, the data order and the sampling.")
     # 1e-3, not TrainConfig's 1e-4: at 1e-4 the ratio-0 and ratio-1 adapters answered like the
     # base (README, "What the full studies found"), so the course's comparisons showed nothing.
-    learning_rate: float = 1e-3
-    quick: bool = False
+    learning_rate: float = knob(1e-3, "Learning rate of every adapter; 0 < learning_rate < 1, as "
+                                "TrainConfig requires (at TrainConfig's 1e-4 the ratio-0 and ratio-1 "
+                                "adapters answered like the base).")
+    quick: bool = knob(False, "The few-minute version (set by --quick).")
 
     def __post_init__(self) -> None:
         kit.check_counts(self, ("pairs", "few_pairs", "epochs", "few_epochs", "test_prompts", "samples", "max_new_tokens"))
-        rate = self.learning_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < 1:
-            raise out_of_range("learning_rate", rate, "a number with 0 < learning_rate < 1")
+        check_range("seed", self.seed, 0, integer=True)
+        kit.check_training_knobs(self, ("learning_rate",))
 
     @classmethod
     def quick_settings(cls) -> "Hw6Settings":
@@ -244,14 +246,13 @@ def _compare(rows, answers, preference, left, right, greedy, sampled) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = kit.study_parser(STUDY, __doc__, "two small runs (ratio 0 vs 1), 4 prompts, short answers")
-    p.add_argument("--samples", type=int, default=None, help="samples per prompt for top-p sampling")
-    p.add_argument("--lr", type=float, default=None, help="learning rate of every adapter (default "
-                   f"{Hw6Settings.learning_rate:g})")
+    kit.add_setting_flag(p, Hw6Settings, "samples", "--samples", int)
+    kit.add_setting_flag(p, Hw6Settings, "learning_rate", "--lr")
     args = p.parse_args(argv)
     settings = Hw6Settings.quick_settings() if args.quick else Hw6Settings()
-    if args.samples is not None:
-        settings = replace(settings, samples=args.samples)
-    if args.lr is not None:
-        settings = replace(settings, learning_rate=args.lr)
+    changes = {k: v for k, v in (("samples", args.samples), ("learning_rate", args.learning_rate))
+               if v is not None}
+    if changes:
+        settings = replace(settings, **changes)
     run_hw6(settings, args.root, args.model)
     return 0

@@ -132,8 +132,9 @@ def test_bad_study_options_exit_2_before_any_work(capsys, tmp_path, monkeypatch)
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"support_ratio": 1.5}, "support_ratio=1.5 is out of range; allowed: a number in [0, 1]"),
-    ({"learning_rate": 0.0}, "learning_rate=0.0 is out of range; allowed: a number in (0, 1]"),
+    ({"support_ratio": 1.5}, "support_ratio=1.5 is out of range; allowed: 0 <= support_ratio <= 1"),
+    ({"learning_rate": 0.0}, "learning_rate=0.0 is out of range; allowed: 0 < learning_rate < 1"),
+    ({"learning_rate": 1.0}, "learning_rate=1.0 is out of range; allowed: 0 < learning_rate < 1"),
 ])
 def test_grid_settings_refuse_bad_training_knobs(changes, message):
     with pytest.raises(DecodingLabError, match=re.escape(message)):
@@ -155,11 +156,48 @@ def test_study_settings_refuse_non_positive_counts(cls, field):
         cls(**{field: 0})
 
 
-@pytest.mark.parametrize("study", ["dpo-vs-orpo", "decoding-vs-alignment"])
-def test_training_flags_are_validated_before_any_work(study, tmp_path, capsys):
-    code = app.cli.main(["experiment", study, "--lr", "0", "--root", str(tmp_path)])
-    assert code == 2 and "learning_rate=0.0 is out of range; allowed: a number in (0, 1]" in capsys.readouterr().err
+STUDY_MODULES = {"hw6": hw6, "dpo-vs-orpo": dpo_vs_orpo, "decoding-vs-alignment": decoding_vs_alignment}
+
+
+@pytest.mark.parametrize("lr", ["0", "1", "1.0", "2"])
+@pytest.mark.parametrize("study", list(STUDY_MODULES))
+def test_training_flags_are_validated_before_any_work(study, lr, tmp_path, capsys, monkeypatch):
+    """TrainConfig refuses a learning rate of 1; so does every study, before it loads a model,
+    fits the stance judge or trains anything (it used to accept 1.0 and fail after fitting)."""
+    module = STUDY_MODULES[study]
+    monkeypatch.setattr(module, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(module, "fit_stance_judge", lambda *a, **k: pytest.fail("fitted the judge"))
+    code = app.cli.main(["experiment", study, "--lr", lr, "--root", str(tmp_path)])
+    expected = f"learning_rate={float(lr)!r} is out of range; allowed: 0 < learning_rate < 1"
+    assert code == 2 and expected in capsys.readouterr().err
     assert not (tmp_path / study).exists()
+
+
+@pytest.mark.parametrize("cls", [hw6.Hw6Settings, dpo_vs_orpo.DpoOrpoSettings, decoding_vs_alignment.GridSettings])
+def test_study_settings_refuse_what_train_config_refuses(cls):
+    from alignment.train import TrainConfig
+
+    for rate in (1.0, 0.0, -1e-3, float("nan"), True):
+        with pytest.raises(DecodingLabError) as study_error:
+            cls(learning_rate=rate)
+        with pytest.raises(DecodingLabError) as train_error:
+            TrainConfig(learning_rate=rate)
+        assert str(study_error.value) == str(train_error.value)
+    assert cls(learning_rate=0.5).learning_rate == 0.5 and TrainConfig(learning_rate=0.5)
+
+
+@pytest.mark.parametrize("study, cls, flag, field", [
+    ("hw6", hw6.Hw6Settings, "--lr", "learning_rate"), ("hw6", hw6.Hw6Settings, "--samples", "samples"),
+    ("dpo-vs-orpo", dpo_vs_orpo.DpoOrpoSettings, "--support-ratio", "support_ratio"),
+    ("decoding-vs-alignment", decoding_vs_alignment.GridSettings, "--lr", "learning_rate")])
+def test_study_flags_take_their_help_from_the_settings(study, cls, flag, field, capsys):
+    import dataclasses
+
+    with pytest.raises(SystemExit):
+        app.cli.main(["experiment", study, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    help_text = next(f for f in dataclasses.fields(cls) if f.name == field).metadata["help"]
+    assert len(help_text) > 20 and flag in text and " ".join(help_text.split()) in text
 
 
 def test_dpo_vs_orpo_takes_the_training_direction_and_rate():

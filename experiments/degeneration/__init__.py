@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..settings_flags import add_setting_flag
 from .strategies import HOLTZMAN_REPETITION, QUICK_STRATEGIES, STUDY_STRATEGIES, resolve_strategies
 from .study import DegenerationSettings, load_results, run_degeneration
 
@@ -28,18 +29,14 @@ def build_parser(prog: str = "declab experiment degeneration") -> argparse.Argum
     p.add_argument("--quick", action="store_true", help=(
         "One prompt per category, 64 new tokens, strategies: " + ", ".join(QUICK_STRATEGIES)
         + " (about two minutes on 2 cores)."))
-    p.add_argument("--max-new-tokens", type=int, default=None, help="Default 200 (quick: 64).")
-    p.add_argument("--per-category", type=int, default=None, help=(
-        "Use the first N prompts of each category; 0 = every shipped prompt (50 openings, 22 "
-        "chat questions: about 2.3x the time). Default 8 (24 openings + 8 chat questions, about "
-        "20 minutes on 2 free cores); quick: 1."))
+    add_setting_flag(p, DegenerationSettings, "max_new_tokens", "--max-new-tokens", int, "; quick: 64")
+    add_setting_flag(p, DegenerationSettings, "per_category", "--per-category", int,
+                     "; quick: 1; on the command line 0 means None")
     p.add_argument("--strategies", default=None, help=(
         "Study strategy labels separated by ';' (default: all): "
         + "; ".join(label for label, _ in STUDY_STRATEGIES)))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-rows", type=int, default=DegenerationSettings.batch_rows,
-                   help="Model rows per batch (a beam-8 prompt takes 8; greedy and sampling "
-                        "strategies share batches, one row each).")
+    add_setting_flag(p, DegenerationSettings, "seed", "--seed", int)
+    add_setting_flag(p, DegenerationSettings, "batch_rows", "--batch-rows", int)
     p.add_argument("--threads", default="auto", help=(
         "torch CPU threads (default auto: torch's own choice, or 1 when the machine is already "
         "busy, i.e. the 1-minute load average >= the CPU count; OpenMP threads spin-wait, and on "
@@ -74,11 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(threads)
-    changes = {k: v for k, v in {"max_new_tokens": args.max_new_tokens,
-                                 "per_category": args.per_category}.items() if v is not None}
+    changes = {k: getattr(args, k) for k in ("max_new_tokens", "per_category", "seed", "batch_rows")
+               if getattr(args, k) is not None}
     if changes.get("per_category") == 0:
         changes["per_category"] = None  # every prompt
-    changes.update(seed=args.seed, batch_rows=args.batch_rows)
     if args.strategies:
         changes["strategies"] = tuple(s.strip() for s in args.strategies.split(";") if s.strip())
     settings = (DegenerationSettings.quick_settings(**changes) if args.quick

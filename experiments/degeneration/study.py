@@ -29,7 +29,8 @@ from decoding.diagnostics import (
 )
 from decoding.diagnostics.summary import main_text_loop
 from decoding.batch import MIXABLE
-from decoding.errors import DecodingLabError, out_of_range
+from decoding.config import knob
+from decoding.errors import DecodingLabError, check_range
 from decoding.io import write_json_atomic
 from decoding.models import LM
 from decoding.prompts import Prompt, PromptSet, load_prompt_set
@@ -46,29 +47,30 @@ STUDY_NAME = "degeneration"
 class DegenerationSettings:
     """What one run of the study does. ``quick()`` is the two-minute version."""
 
-    max_new_tokens: int = 200
-    # First N prompts of each category; None = all. 8 → 24 openings + 8 chat questions, sized so
-    # that the 15 strategies fit in under 20 minutes on 2 free CPU cores.
-    per_category: int | None = 8
-    strategies: tuple[str, ...] | None = None  # study labels; None = every strategy
-    seed: int = 0
-    # Model rows per batch (a beam-8 prompt takes 8). On 2 cores a 128-row decode step costs
-    # about 1.7x a 64-row one (measured), and finished rows leave the batch as they go.
-    batch_rows: int = 128
-    reinforcement_repeats: int = 10
-    reinforcement_sentences: int | None = None  # None = every shipped sentence
-    quick: bool = False
+    max_new_tokens: int = knob(200, "New tokens per continuation at most.")
+    # 8 → 24 openings + 8 chat questions, sized so that the 15 strategies fit in under 20 minutes
+    # on 2 free CPU cores.
+    per_category: int | None = knob(8, "Use the first N prompts of each category (8: 24 openings + "
+                                    "8 chat questions, about 20 minutes on 2 free cores); None: "
+                                    "every shipped prompt (50 openings, 22 chat questions: about "
+                                    "2.3x the time).")
+    strategies: tuple[str, ...] | None = knob(None, "Study strategy labels; None: every strategy.")
+    seed: int = knob(0, "Seed of every sampling draw.")
+    # On 2 cores a 128-row decode step costs about 1.7x a 64-row one (measured), and finished rows
+    # leave the batch as they go.
+    batch_rows: int = knob(128, "Model rows per batch (a beam-8 prompt takes 8; greedy and "
+                           "sampling strategies share batches, one row each).")
+    reinforcement_repeats: int = knob(10, "Self-reinforcement probe: how many times a sentence is "
+                                      "repeated.")
+    reinforcement_sentences: int | None = knob(None, "Self-reinforcement probe: the first N shipped "
+                                               "sentences; None: all.")
+    quick: bool = knob(False, "The two-minute version (set by --quick).")
 
     def __post_init__(self) -> None:
-        checks = {"max_new_tokens": (self.max_new_tokens, 1), "batch_rows": (self.batch_rows, 1),
-                  "reinforcement_repeats": (self.reinforcement_repeats, 1), "seed": (self.seed, 0)}
-        if self.per_category is not None:
-            checks["per_category"] = (self.per_category, 1)
-        if self.reinforcement_sentences is not None:
-            checks["reinforcement_sentences"] = (self.reinforcement_sentences, 1)
-        for name, (value, low) in checks.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise out_of_range(name, value, f"an integer >= {low}")
+        for name, low in (("max_new_tokens", 1), ("batch_rows", 1), ("reinforcement_repeats", 1),
+                          ("seed", 0), ("per_category", 1), ("reinforcement_sentences", 1)):
+            check_range(name, getattr(self, name), low, integer=True,
+                        optional=name in ("per_category", "reinforcement_sentences"))
 
     @classmethod
     def quick_settings(cls, **changes) -> "DegenerationSettings":
