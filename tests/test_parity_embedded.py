@@ -7,6 +7,7 @@ Each family (greedy, beam, sampling) covers 5 chat prompts and 5 raw prompts. Sa
 from __future__ import annotations
 
 import pytest
+import torch
 
 from decoding import DecodingConfig, generate
 from tests.parity import reference
@@ -88,3 +89,31 @@ def test_rotation_covers_every_prompt():
     assert seen == set(CASES)
     seen = set(CASES) | {case for i in range(1, len(BEAM)) for case in rotation(i, 4)}
     assert seen == set(CASES)
+
+
+# --------------------------------------------------------------------------- bfloat16
+
+@pytest.fixture(scope="module")
+def embedded_bf16():
+    """The embedded model loaded in bfloat16 (``load_model(dtype="bfloat16")``, ``--dtype bfloat16``)."""
+    from decoding import load_model
+
+    return load_model(dtype="bfloat16", device="cpu")
+
+
+def test_bf16_load_is_bf16_with_the_same_fingerprint(embedded, embedded_bf16):
+    assert {p.dtype for p in embedded_bf16.model.parameters()} == {torch.bfloat16}
+    assert embedded_bf16.fingerprint == embedded.fingerprint
+
+
+@pytest.mark.parametrize("prompt,chat", CASES)
+def test_bf16_greedy(embedded_bf16, prompt, chat):
+    """Token-identical to generate() on the same bfloat16 model (not to the float32 model:
+    that agreement is a measurement, ``experiments/bench.py``'s decoding-dtype entry)."""
+    assert_parity(embedded_bf16, prompt, chat, DecodingConfig(max_new_tokens=16))
+
+
+@pytest.mark.parametrize("config", [SAMPLING[3], SAMPLING[11], BEAM[0]], ids=label)
+def test_bf16_sampling_and_beam(embedded_bf16, config):
+    for prompt, chat in rotation(0, 4):
+        assert_parity(embedded_bf16, prompt, chat, config.replace(max_new_tokens=8))
