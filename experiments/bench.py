@@ -23,6 +23,10 @@ Sections:
 6. the loop detector (``experiments.bench_loops``): ``find_loops`` on 500 to 8,000 tokens, ms
    per 1,000 tokens (flat = linear).
 
+7. decoding in bfloat16 (``experiments.bench_dtype``): batch-1 greedy tokens/s of the model
+   loaded in float32 and in bfloat16, and their token agreement over the degeneration study's
+   greedy rows; ``--skip-dtype`` leaves it out.
+
 OpenMP: unless ``OMP_WAIT_POLICY`` is already set, the bench picks it before torch loads, from the
 load average. On a quiet machine libgomp's default (spin-waiting workers) is kept: it is what a
 user's process runs with. When other processes keep the 2 cores busy (1-minute load above half
@@ -296,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="runs/bench", help="directory for the JSON report")
     parser.add_argument("--skip-training", action="store_true",
                         help="leave out the preference-training entry (about 15 minutes on 2 cores)")
+    parser.add_argument("--skip-dtype", action="store_true",
+                        help="leave out decoding in bfloat16 vs float32 (speed, and agreement over the "
+                             "degeneration study's 32 greedy rows of 200 tokens)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -326,6 +333,12 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\nLoop detector: find_loops against text length (ms per 1,000 tokens flat = linear)")
     loops = run_loop_bench()
+    dtype = None
+    if not args.skip_dtype:
+        from .bench_dtype import run_dtype_bench
+
+        print("\nDecoding in bfloat16 vs float32: speed, and agreement over the degeneration study's greedy rows")
+        dtype = run_dtype_bench(lm, load_model(dtype="bfloat16", device=lm.device), args.tokens, args.repeats)
     elapsed = time.perf_counter() - started
     report = {
         "created": datetime.now(timezone.utc).isoformat(),
@@ -334,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
         "fast_path": reason is None, "elapsed_s": elapsed,
         "generation": [r.to_dict() for r in results],
         "bandwidth_bound": bandwidth, "batched": batched, "mixed": mixed, "training": training,
-        "loops": loops,
+        "loops": loops, "decoding_dtype": dtype,
     }
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = write_json_atomic(Path(args.out) / f"bench-{stamp}.json", report)
