@@ -39,3 +39,28 @@ def test_dtype_entry_runs_on_the_tiny_model(capsys):
     assert "bf16" in capsys.readouterr().out
     same = run_dtype_bench(lm, lm, tokens=4, repeats=1, prompts=prompts, max_new_tokens=8)
     assert same["identical"] == 1.0 and same["agreed_prefix"] == 1.0   # a model agrees with itself
+
+
+@pytest.mark.parametrize("bf16_cpu", [True, False])
+def test_training_entry_reports_both_sides_and_ratios(monkeypatch, bf16_cpu):
+    """Straightforward TRL and ours for DPO and ORPO in one call; where the CPU computes in bf16,
+    ours in fp32 too (same seed), with held-out preference accuracy beside each."""
+    import alignment.train_cpu as train_cpu
+    from alignment.bench import bench_training, format_bench
+
+    monkeypatch.setattr(train_cpu, "cpu_has_bf16", lambda cpuinfo=None: bf16_cpu)
+    results = bench_training(data_size=4, epochs=1, model=tiny_lm())
+    assert results["precision"] == ("bf16" if bf16_cpu else "fp32")
+    for method in ("dpo", "orpo"):
+        row = results[method]
+        plain, ours = row["straightforward"], row["ours"]
+        assert plain["steps"] == ours["steps"] == 1 and ours["precision"] == results["precision"]
+        assert row["speedup"] == round(plain["seconds"] / ours["seconds"], 2)
+        assert 0 <= ours["held_out"]["accuracy"] <= 1 and ours["held_out"]["pairs"] == 14
+        if bf16_cpu:
+            assert row["ours_fp32"]["precision"] == "fp32" and row["bf16_speedup"] > 0
+        else:
+            assert row["ours_fp32"] is None and row["bf16_speedup"] is None
+    table = format_bench(results)
+    assert "TRL plain" in table and "fp32/ours" in table
+    assert [line.split()[0] for line in table.splitlines()[2:]] == ["dpo", "orpo"]
