@@ -51,6 +51,7 @@ from decoding.models import ADAPTER_META, LM, load_model, load_model_4bit
 
 from .curves import plot_training_curves
 from .data import PreferenceDataset, load_dataset
+from .layer_cache import LowerLayerCache, check_top_layers, decoder_stack
 from .train_config import (DEVICES, METHODS, PRECISIONS, RANGES, REPORT_TO, TrainConfig, TrainResult,
                            check_training_knob)
 from .train_cpu import (completion_only_lm_head, cpu_has_bf16, cpu_threads, fastest_thread_count,
@@ -96,6 +97,17 @@ def _training_copy(model: LM | str | None, config: TrainConfig) -> tuple[LM, tor
     return lm, torch.device(lm.device.type)
 
 
+def _lower_layer_cache(trainer, config: TrainConfig) -> LowerLayerCache | None:
+    """With ``top_layers`` below the model's depth, the frozen lower layers' cache, installed on
+    the trainer's model (``alignment.layer_cache``)."""
+    if config.top_layers is None:
+        return None
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if config.top_layers >= len(decoder_stack(model).layers):
+        return None
+    return LowerLayerCache(model, config.top_layers).install()
+
+
 def _trained_lm(trainer, lm: LM, out_dir: Path) -> LM:
     """The trainer's PEFT model as an inference ``LM``: eval mode, frozen, accelerate's autocast
     wrapper (bf16 runs) and TRL's fused-head ``forward`` patch (``trainer/utils.py``
@@ -125,6 +137,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, model: LM | str | Non
     _check_report_to(config.report_to)
     dataset = load_dataset(config.dataset, config.data_size, config.support_ratio)
     lm, device = _training_copy(model, config)
+    check_top_layers(config.top_layers, lm.model)
     rows = preference_rows(dataset, lm.tokenizer, config.chat)
     lengths = sequence_lengths(rows, lm.tokenizer)
     token_info = check_lengths(lengths, config.max_length)
@@ -139,13 +152,21 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, model: LM | str | Non
             trainer = build_trainer(config, lm, rows, lengths, partial, device, progress, precision)
             if progress_log is not None:
                 trainer.add_callback(progress_log_callback(progress_log))
-            trainer.train()
+            cache = _lower_layer_cache(trainer, config)
+            try:
+                trainer.train()
+            finally:
+                if cache is not None:
+                    cache.remove()  # the full stack again, before saving and generating
             train_s = time.perf_counter() - train_started
             trainer.save_model(str(partial))
         log_history = [dict(entry) for entry in trainer.state.log_history]
         runtime = {"device": device.type, "precision": precision,
                    "threads": threads if device.type == "cpu" else None,
                    "steps": trainer.state.global_step, "train_s": round(train_s, 2),
+                   "lower_layer_cache": None if cache is None else {
+                       "cached_layers": cache.split, "sequences": len(cache.store),
+                       "hits": cache.hits, "misses": cache.misses},
                    "wall_time_s": round(time.perf_counter() - started, 2)}
         meta = build_meta(config, lm, dataset, token_info, log_history, runtime)
         write_json_atomic(partial / LOG_HISTORY, log_history)

@@ -39,6 +39,7 @@ RANGES: dict[str, dict[str, Any]] = {
     "lora_r": dict(low=1, integer=True),
     "lora_alpha": dict(low=0, low_open=True),
     "lora_dropout": dict(low=0, high=1, high_open=True),
+    "top_layers": dict(low=1, integer=True, optional=True),
 }
 
 
@@ -91,6 +92,12 @@ class TrainConfig:
     target_modules: tuple[str, ...] = knob(("q_proj", "k_proj", "v_proj", "o_proj"),
                                            "Linear layers that get a LoRA adapter (comma-separated "
                                            "on the command line): the attention projections by default.")
+    top_layers: int | None = knob(None, "Adapt only the top N decoder layers (LoRA on their "
+                                  "target_modules only, PEFT layers_to_transform) and compute the "
+                                  "frozen layers below them once per sequence, reusing their output "
+                                  "in later epochs (alignment/layer_cache.py). Same gradients as "
+                                  "without the cache; fewer adapted layers can learn less. None: "
+                                  "every layer.")
     seed: int = knob(0, "Seed of the LoRA initialisation, the data order and dropout.")
     chat: bool = knob(True, "Render prompts with the model's chat template and close each answer "
                       "with its end-of-turn token (what the chat-mode generator sees). False: raw "

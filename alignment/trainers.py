@@ -69,11 +69,16 @@ def fused_head_trainer(base: type) -> type:
     return FusedHead
 
 
-def lora_config(config: TrainConfig):
+def lora_config(config: TrainConfig, num_layers: int | None = None):
+    """PEFT's LoRA config; with ``config.top_layers``, on the top layers of ``num_layers`` only."""
     from peft import LoraConfig
 
+    layers = None
+    if config.top_layers is not None and num_layers is not None:
+        layers = list(range(max(0, num_layers - config.top_layers), num_layers))
     return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM")
+                      target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM",
+                      layers_to_transform=layers)
 
 
 def trl_arguments(config: TrainConfig, output_dir: Path, device: torch.device, progress: bool,
@@ -109,7 +114,7 @@ def build_trainer(config: TrainConfig, lm: LM, rows: list[dict[str, Any]], lengt
         rows = [dict(row, length=c + r) for row, (_, c, r) in zip(rows, lengths)]
     common = trl_arguments(config, output_dir, device, progress, precision)
     kwargs = dict(model=lm.model, train_dataset=Dataset.from_list(rows), processing_class=lm.tokenizer,
-                  peft_config=lora_config(config))
+                  peft_config=lora_config(config, getattr(lm.model.config, "num_hidden_layers", None)))
     try:
         if config.method in ("dpo", "ipo"):
             from trl import DPOConfig, DPOTrainer
