@@ -1,6 +1,6 @@
 """Features of a (prompt, answer) pair for the stance judge, all from the frozen base model.
 
-Three families, each measured on generated answers before being trusted
+Four families, each measured on generated answers before being trusted
 (``experiments/stance_judge_eval.py``):
 
 - ``answer``: the mean-pooled hidden state of the answer text alone at one decoder layer (the
@@ -14,7 +14,11 @@ Three families, each measured on generated answers before being trusted
   finds this answer when it is told to argue for adaptations than against them. This is the
   classifier-free contrast of Sanchez et al. 2023 (CFG for LMs) used as a judge, in the spirit
   of likelihood-based zero-shot classification (Brown et al. 2020, §3.9; Min et al. 2022,
-  noisy-channel scoring).
+  noisy-channel scoring);
+- ``verdict``: a cloze judge. The answer, still in the assistant's turn, is followed by a cue
+  that asks for a verdict ("In short, live-action adaptations … are"), and the features are the
+  model's log-probabilities of a few verdict words (good / bad / mixed …) there
+  (``VERDICT_CUES``).
 
 Every forward runs on the base weights (adapter off) in inference mode, right-padded batches.
 """
@@ -33,7 +37,18 @@ from decoding.models import LM, cache_root
 
 from .scoring import base_of, completion_ids, right_pad
 
-FEATURE_SETS = ("answer", "context", "likelihood")
+FEATURE_SETS = ("answer", "context", "likelihood", "verdict")
+
+# The verdict family: after the answer, the model is asked to sum up, and we read how likely it
+# finds each verdict word next (a zero-shot cloze judge, as in Schick & Schütze 2021's
+# pattern-verbaliser pairs, scored on the model's own continuation of its answer).
+VERDICT_CUES = (
+    ("\n\nIn short, live-action adaptations of anime and manga are",
+     (" good", " great", " worth", " exciting", " bad", " terrible", " disappointing", " pointless",
+      " mixed", " complicated")),
+    ("\n\nSo, do I think live-action adaptations are a good idea? My answer:",
+     (" Yes", " No", " It")),
+)
 FEATURE_BATCH = 8
 
 # The two instructions of the likelihood judge: the same sentence, one word apart in meaning.
@@ -110,6 +125,29 @@ def answer_family(lm: LM, answer_ids: Sequence[Sequence[int]], layer: int) -> np
     return pooled_and_logprobs(lm, [i[:1] for i in ids], [i[1:] for i in ids], layer)[0]
 
 
+def verdict_rows(lm: LM, prompts: Sequence[str], answer_ids: Sequence[Sequence[int]]) -> np.ndarray:
+    """The verdict family: for each cue of ``VERDICT_CUES`` appended to the answer (in the
+    assistant turn), the log-probabilities of its verdict words' first tokens, renormalised
+    over those words."""
+    blocks = []
+    for cue, words in VERDICT_CUES:
+        cue_ids = completion_ids(lm, cue)
+        word_ids = [completion_ids(lm, w)[0] for w in words]
+        prefixes = [chat_ids(lm, p) + list(a) for p, a in zip(prompts, answer_ids)]
+        rows = []
+        pad = lm.tokenizer.pad_token_id or 0
+        for start in range(0, len(prefixes), FEATURE_BATCH):
+            chunk = [x + cue_ids for x in prefixes[start:start + FEATURE_BATCH]]
+            ids, mask = right_pad(chunk, pad)
+            with torch.inference_mode(), base_of(lm) as model:
+                logits = model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits.float()
+            for i, x in enumerate(chunk):
+                lp = logits[i, len(x) - 1, word_ids].log_softmax(-1)
+                rows.append(lp.double().cpu().numpy())
+        blocks.append(np.stack(rows))
+    return np.concatenate(blocks, axis=1)
+
+
 def families(lm: LM, prompts: Sequence[str], answers: Sequence[str], kinds: Sequence[str],
              layer: int) -> dict[str, np.ndarray]:
     """The feature families ``kinds`` (module docstring) of every (prompt, answer), each
@@ -121,6 +159,8 @@ def families(lm: LM, prompts: Sequence[str], answers: Sequence[str], kinds: Sequ
     out = {}
     if "answer" in kinds:
         out["answer"] = answer_family(lm, answer_ids, layer)
+    if "verdict" in kinds:
+        out["verdict"] = verdict_rows(lm, prompts, answer_ids)
     if "context" in kinds or "likelihood" in kinds:
         plain = [chat_ids(lm, p) for p in prompts]
         pooled, lp_plain = pooled_and_logprobs(lm, plain, answer_ids, layer if "context" in kinds else None)
@@ -149,8 +189,10 @@ def cached_family(lm: LM, prompts: Sequence[str], answers: Sequence[str], kind: 
     blob = "\x00".join(f"{p}\x01{a}" for p, a in zip(prompts, answers))
     if kind == "likelihood":
         blob += PRO_SYSTEM + CON_SYSTEM
+    if kind == "verdict":
+        blob += repr(VERDICT_CUES)
     digest = hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-    where = "" if kind == "likelihood" else f"-L{layer}"
+    where = "" if kind in ("likelihood", "verdict") else f"-L{layer}"
     path = cache_root() / "stance" / f"{lm.fingerprint[:16]}-{kind}{where}-{digest}.npy"
     if path.is_file():
         try:

@@ -32,28 +32,63 @@ VARIANTS = {
     "answer+likelihood, 3-way": StanceConfig(features="answer+likelihood"),
     "context+likelihood, 3-way": StanceConfig(features="context+likelihood"),
     "context+likelihood, no refs": StanceConfig(features="context+likelihood", reference_weight=0.0),
+    "verdict, 3-way": StanceConfig(features="verdict"),
+    "likelihood+verdict, 3-way": StanceConfig(features="likelihood+verdict"),
+    "context+likelihood+verdict, 3-way": StanceConfig(features="context+likelihood+verdict"),
 }
 
 
-def variant_probabilities(lm: LM, config: StanceConfig, baseline: bool) -> dict:
-    """Out-of-fold dev probabilities and test probabilities of one judge configuration (the
-    baseline trains on the references only, as the first classifier did)."""
+def prepared(lm: LM, config: StanceConfig) -> tuple[list, list, np.ndarray, np.ndarray]:
+    """Training rows (references + dev), test rows, and their features."""
     layer = layer_index(lm.model.config.get_text_config().num_hidden_layers, config.layer_fraction)
     train, test = training_rows(config)
-    x, xt = features_of(lm, train, config, layer), features_of(lm, test, config, layer)
+    return train, test, features_of(lm, train, config, layer), features_of(lm, test, config, layer)
+
+
+def out_of_fold(x: np.ndarray, train: list, config: StanceConfig, fit_rows: list[int], w: np.ndarray) -> np.ndarray:
+    """Probabilities of every training row from a model that did not see its prompt."""
+    oof = np.zeros((len(train), len(config.classes)))
+    allowed = set(fit_rows)
+    for held in grouped_folds([r.prompt_id for r in train], config.folds, config.seed):
+        fit = [i for i in np.setdiff1d(np.arange(len(train)), held) if i in allowed]
+        oof[held] = fit_model(x[fit], [train[i].label for i in fit], w[fit], config).probabilities(x[held])
+    return oof
+
+
+def variant_probabilities(lm: LM, config: StanceConfig, baseline: bool, data=None) -> dict:
+    """Out-of-fold dev probabilities and test probabilities of one judge configuration (the
+    baseline trains on the references only, as the first classifier did)."""
+    train, test, x, xt = data or prepared(lm, config)
     fit_rows = [i for i, r in enumerate(train) if not baseline or r.split == "reference"]
-    w = row_weights(train, config)
-    if baseline:
-        w = np.ones(len(train))
+    w = np.ones(len(train)) if baseline else row_weights(train, config)
     model = fit_model(x[fit_rows], [train[i].label for i in fit_rows], w[fit_rows], config)
     dev = [i for i, r in enumerate(train) if r.split == "dev"]
-    oof = np.zeros((len(train), len(config.classes)))
-    for held in grouped_folds([r.prompt_id for r in train], config.folds, config.seed):
-        fit = [i for i in np.setdiff1d(np.arange(len(train)), held) if i in set(fit_rows)]
-        m = fit_model(x[fit], [train[i].label for i in fit], w[fit], config)
-        oof[held] = m.probabilities(x[held])
+    oof = out_of_fold(x, train, config, fit_rows, w)
     return {"dev_rows": [train[i] for i in dev], "dev_p": oof[dev], "test_rows": test,
             "test_p": model.probabilities(xt)}
+
+
+TUNING = {"l2": (3.0, 10.0, 30.0, 100.0, 300.0), "reference_weight": (0.0, 0.5, 1.0),
+          "min_side_probability": (0.4, 0.5, 0.6)}
+
+
+def tuned(lm: LM, config: StanceConfig) -> tuple[StanceConfig, dict]:
+    """The configuration with the best dev macro-F1 (grouped cross-validation) over ``TUNING``,
+    the test split untouched, and its probabilities."""
+    data = prepared(lm, config)
+    train = data[0]
+    dev = [i for i, r in enumerate(train) if r.split == "dev"]
+    best, best_f1 = config, -1.0
+    for l2 in TUNING["l2"]:
+        for rw in TUNING["reference_weight"]:
+            c = replace(config, l2=l2, reference_weight=rw)
+            oof = out_of_fold(data[2], train, c, list(range(len(train))), row_weights(train, c))[dev]
+            for msp in TUNING["min_side_probability"]:
+                c2 = replace(c, min_side_probability=msp)
+                f1 = score([train[i] for i in dev], oof, c2)["macro_f1"]
+                if f1 > best_f1:
+                    best, best_f1 = c2, f1
+    return best, variant_probabilities(lm, best, False, data)
 
 
 def score(rows, p, config: StanceConfig) -> dict:
@@ -66,6 +101,7 @@ def abstaining_labels(a: list[str], b: list[str]) -> list[str]:
 
 
 ENSEMBLE = ("context, 3-way", "likelihood, 3-way")
+TUNED = ("context+likelihood+verdict", "likelihood+verdict", "context+likelihood")
 
 
 def sweep(lm: LM, variants: dict[str, StanceConfig] | None = None) -> dict[str, dict]:
@@ -74,6 +110,13 @@ def sweep(lm: LM, variants: dict[str, StanceConfig] | None = None) -> dict[str, 
         probs[name] = variant_probabilities(lm, config, baseline=name.startswith("baseline"))
         out[name] = {"config": config.__dict__, "dev": score(probs[name]["dev_rows"], probs[name]["dev_p"], config),
                      "test": score(probs[name]["test_rows"], probs[name]["test_p"], config)}
+        print(format_agreement(name + " [test]", out[name]["test"]), flush=True)
+    for kinds in TUNED:
+        config, found = tuned(lm, StanceConfig(features=kinds))
+        name = f"{kinds}, tuned on dev (l2 {config.l2:g}, ref. weight {config.reference_weight:g}, " \
+               f"min side p {config.min_side_probability:g})"
+        out[name] = {"config": config.__dict__, "dev": score(found["dev_rows"], found["dev_p"], config),
+                     "test": score(found["test_rows"], found["test_p"], config)}
         print(format_agreement(name + " [test]", out[name]["test"]), flush=True)
     if all(k in probs for k in ENSEMBLE):
         first, second = (probs[k] for k in ENSEMBLE)

@@ -60,15 +60,20 @@ def decodings_for(index: int, seed: int, prompt_id: str) -> list[tuple[str, Deco
     return [deterministic, sampled]
 
 
-def build_candidates(adapters: list[str], seed: int = 0) -> list[dict]:
+def build_candidates(adapters: list[str], seed: int = 0, prompt_ids: set[str] | None = None,
+                     first_uid: int = 0) -> list[dict]:
+    """Candidates for every prompt (or only ``prompt_ids``), uids numbered from ``first_uid``."""
     base = load_model(None)
     prompts = judge_prompts()
+    order = {p["id"]: i for i, p in enumerate(prompts)}
+    if prompt_ids:
+        prompts = [p for p in prompts if p["id"] in prompt_ids]
     subjects = [Subject("base", None)] + [Subject.of_adapter(a) for a in adapters]
     rows = []
     for subject in subjects:
         lm = load_subject(subject, base)
-        jobs = [(p, label, config) for i, p in enumerate(prompts)
-                for label, config in decodings_for(i, seed, p["id"])]
+        jobs = [(p, label, config) for p in prompts
+                for label, config in decodings_for(order[p["id"]], seed, p["id"])]
         gens = generate_mixed(lm, [(p["prompt"], config) for p, _, config in jobs], chat=True, max_rows=64)
         for (p, label, config), gen in zip(jobs, gens):
             seq = gen.sequences[0]
@@ -79,7 +84,7 @@ def build_candidates(adapters: list[str], seed: int = 0) -> list[dict]:
                          "seed": config.seed if config.strategy == "sample" else None,
                          "finish_reason": seq.finish_reason, "answer": seq.text, "label": None})
         print(f"{subject.label}: {len(jobs)} answers", flush=True)
-    for i, row in enumerate(rows):
+    for i, row in enumerate(rows, first_uid):
         row["uid"] = f"g{i:03d}"
     return rows
 
@@ -89,8 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", action="append", default=[], help="an adapter directory (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--prompt-ids", default="", help="comma-separated prompt ids (default: all)")
+    parser.add_argument("--first-uid", type=int, default=0, help="number of the first uid")
     args = parser.parse_args(argv)
-    rows = build_candidates(args.adapter, args.seed)
+    ids = {x.strip() for x in args.prompt_ids.split(",") if x.strip()} or None
+    rows = build_candidates(args.adapter, args.seed, ids, args.first_uid)
     write_text_atomic(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     print(f"{len(rows)} candidates written to {args.out}")
     return 0
