@@ -34,6 +34,7 @@ short probe (a contended core makes every multi-threaded op wait for a deschedul
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import importlib.util
@@ -52,6 +53,7 @@ from decoding.models import ADAPTER_META, LM, load_model, load_model_4bit
 from .curves import plot_training_curves
 from .data import PreferenceDataset, load_dataset
 from .layer_cache import LowerLayerCache, check_top_layers, decoder_stack
+from .prompt_sharing import SharedPrefixForward
 from .train_config import (DEVICES, METHODS, PRECISIONS, RANGES, REPORT_TO, TrainConfig, TrainResult,
                            check_training_knob)
 from .train_cpu import (completion_only_lm_head, cpu_has_bf16, cpu_threads, fastest_thread_count,
@@ -153,8 +155,10 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, model: LM | str | Non
             if progress_log is not None:
                 trainer.add_callback(progress_log_callback(progress_log))
             cache = _lower_layer_cache(trainer, config)
+            sharing = SharedPrefixForward(trainer.model) if config.share_prompt else None
             try:
-                trainer.train()
+                with sharing or contextlib.nullcontext():
+                    trainer.train()
             finally:
                 if cache is not None:
                     cache.remove()  # the full stack again, before saving and generating
@@ -167,6 +171,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, model: LM | str | Non
                    "lower_layer_cache": None if cache is None else {
                        "cached_layers": cache.split, "sequences": len(cache.store),
                        "hits": cache.hits, "misses": cache.misses},
+                   "prompt_sharing": None if sharing is None else {
+                       "forwards": sharing.calls, "shared_tokens": sharing.shared_tokens},
                    "wall_time_s": round(time.perf_counter() - started, 2)}
         meta = build_meta(config, lm, dataset, token_info, log_history, runtime)
         write_json_atomic(partial / LOG_HISTORY, log_history)

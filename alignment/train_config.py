@@ -98,6 +98,10 @@ class TrainConfig:
                                   "in later epochs (alignment/layer_cache.py). Same gradients as "
                                   "without the cache; fewer adapted layers can learn less. None: "
                                   "every layer.")
+    share_prompt: bool = knob(False, "Run each pair's shared prompt once, not once for the chosen "
+                              "and once for the rejected answer: the answers run on the prompt's "
+                              "keys and values (alignment/prompt_sharing.py). Exact up to float "
+                              "rounding; not combined with top_layers.")
     seed: int = knob(0, "Seed of the LoRA initialisation, the data order and dropout.")
     chat: bool = knob(True, "Render prompts with the model's chat template and close each answer "
                       "with its end-of-turn token (what the chat-mode generator sees). False: raw "
@@ -150,7 +154,7 @@ class TrainConfig:
                               ("precision", PRECISIONS)):
             if getattr(self, name) not in allowed:
                 raise out_of_range(name, getattr(self, name), ", ".join(allowed))
-        for name in ("chat", "precompute_ref", "group_by_length", "load_in_4bit"):
+        for name in ("chat", "precompute_ref", "group_by_length", "load_in_4bit", "share_prompt"):
             if not isinstance(getattr(self, name), bool):
                 raise out_of_range(name, getattr(self, name), "true or false")
 
@@ -158,6 +162,9 @@ class TrainConfig:
         if self.threads not in ("auto", "default"):
             check_range("threads", self.threads, 1, integer=True,
                         allowed="an integer >= 1, 'auto' or 'default'")
+        if self.share_prompt and self.top_layers is not None:
+            raise out_of_range("share_prompt", True, "false with top_layers set (the lower-layer cache "
+                               "keys whole sequences)")
         if self.load_in_4bit and self.device == "cpu":
             raise out_of_range("load_in_4bit", True, "false on device='cpu' (4-bit NF4 needs a CUDA GPU "
                                "and bitsandbytes)")
