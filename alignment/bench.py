@@ -59,6 +59,10 @@ from .train import TrainConfig, lora_config, resolve_precision, train
 
 STRAIGHTFORWARD = {"batch_size": 8, "max_length": 128}
 GOALS_S = {"dpo": 60.0, "orpo": 45.0}       # issue 14, 50 pairs x 3 epochs on 2 cores
+# Speed options off by default, each measured on its own on top of ours (same seed), with what it
+# costs in learning. SmolLM2-135M has 30 decoder layers.
+VARIANTS: dict[str, dict[str, Any]] = {"shared prompt": {"share_prompt": True},
+                                       "top 8 layers, lower cached": {"top_layers": 8}}
 HELD_OUT = "stance-test"
 
 
@@ -127,15 +131,18 @@ def held_out(policy: LM, base: LM, config: TrainConfig, adapter: Path) -> dict[s
 
 
 def bench_training(data_size: int = 50, epochs: int = 3, methods: Sequence[str] = ("dpo", "orpo"),
-                   model: LM | None = None, dataset: str = "stance") -> dict[str, Any]:
+                   model: LM | None = None, dataset: str = "stance",
+                   variants: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Time a straightforward TRL run and ours for each method, side by side in this process;
-    where ours runs in bf16, ours in fp32 too (same seed).
+    where ours runs in bf16, ours in fp32 too (same seed); then each of ``variants`` (default
+    ``VARIANTS``: label -> ``TrainConfig`` changes on top of ours).
 
     Returns ``{method: {"straightforward": {...}, "ours": {...}, "ours_fp32": {...} or None,
-    "speedup": x, "bf16_speedup": x or None, "goal_s": s}, "load_before": ...}`` with seconds
-    per run. Takes minutes (about 10 optimizer steps' worth of forward passes per pair); not a
-    test.
+    "speedup": x, "bf16_speedup": x or None, "goal_s": s, "variants": {label: {..., "vs_ours":
+    x}}}, "load_before": ...}`` with seconds per run. Takes minutes (about 10 optimizer steps'
+    worth of forward passes per pair); not a test.
     """
+    variants = VARIANTS if variants is None else variants
     lm = model or load_model(device="cpu")
     precision = resolve_precision("auto", torch.device(lm.device.type))
     results: dict[str, Any] = {"model": lm.name, "pairs": data_size, "epochs": epochs,
@@ -155,10 +162,18 @@ def bench_training(data_size: int = 50, epochs: int = 3, methods: Sequence[str] 
                 fp32 = our_run(method, lm, dataclasses.replace(config, precision="fp32"),
                                scratch / f"{method}-ours-fp32")
                 _note(f"{method}: ours in fp32 {fp32['seconds']} s")
+            measured = {}
+            for label, changes in variants.items():
+                _note(f"{method}: ours + {label} ...")
+                run = our_run(method, lm, dataclasses.replace(config, **changes),
+                              scratch / f"{method}-{len(measured)}")
+                measured[label] = {**run, "changes": changes,
+                                   "vs_ours": round(ours["seconds"] / run["seconds"], 2)}
+                _note(f"{method}: ours + {label} {run['seconds']} s")
             results[method] = {"straightforward": plain, "ours": ours, "ours_fp32": fp32,
                                "speedup": round(plain["seconds"] / ours["seconds"], 2),
                                "bf16_speedup": round(fp32["seconds"] / ours["seconds"], 2) if fp32 else None,
-                               "goal_s": GOALS_S.get(method)}
+                               "goal_s": GOALS_S.get(method), "variants": measured}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     results["load_after"] = _load()
@@ -196,6 +211,9 @@ def format_bench(results: dict[str, Any]) -> str:
         lines.append(f"  {method:6s} {plain['seconds']:9.1f}s {_seconds(fp32):>10s} {ours['seconds']:7.1f}s "
                      f"{row['speedup']:9.2f}x {_ratio(row.get('bf16_speedup')):>9s} "
                      f"{met:>6s}  {quality}")
+        for label, run in row.get("variants", {}).items():
+            lines.append(f"    + {label:<28s} {run['seconds']:7.1f}s  ours/this {run['vs_ours']:.2f}x  "
+                         f"plain/this {plain['seconds'] / run['seconds']:.2f}x  {_quality(run)}")
     return "\n".join(lines)
 
 

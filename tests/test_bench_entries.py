@@ -49,7 +49,8 @@ def test_training_entry_reports_both_sides_and_ratios(monkeypatch, bf16_cpu):
     from alignment.bench import bench_training, format_bench
 
     monkeypatch.setattr(train_cpu, "cpu_has_bf16", lambda cpuinfo=None: bf16_cpu)
-    results = bench_training(data_size=4, epochs=1, model=tiny_lm())
+    variants = {"shared prompt": {"share_prompt": True}, "top layer": {"top_layers": 1}}
+    results = bench_training(data_size=4, epochs=1, model=tiny_lm(), variants=variants)
     assert results["precision"] == ("bf16" if bf16_cpu else "fp32")
     for method in ("dpo", "orpo"):
         row = results[method]
@@ -57,10 +58,15 @@ def test_training_entry_reports_both_sides_and_ratios(monkeypatch, bf16_cpu):
         assert plain["steps"] == ours["steps"] == 1 and ours["precision"] == results["precision"]
         assert row["speedup"] == round(plain["seconds"] / ours["seconds"], 2)
         assert 0 <= ours["held_out"]["accuracy"] <= 1 and ours["held_out"]["pairs"] == 14
+        assert list(row["variants"]) == ["shared prompt", "top layer"]
+        for label, run in row["variants"].items():
+            assert run["vs_ours"] == round(ours["seconds"] / run["seconds"], 2)
+            assert run["changes"] == variants[label] and run["held_out"]["pairs"] == 14
         if bf16_cpu:
             assert row["ours_fp32"]["precision"] == "fp32" and row["bf16_speedup"] > 0
         else:
             assert row["ours_fp32"] is None and row["bf16_speedup"] is None
     table = format_bench(results)
     assert "TRL plain" in table and "fp32/ours" in table
-    assert [line.split()[0] for line in table.splitlines()[2:]] == ["dpo", "orpo"]
+    assert [line.split()[0] for line in table.splitlines()[2:]] == ["dpo", "+", "+", "orpo", "+", "+"]
+    assert "+ shared prompt" in table and "+ top layer" in table
