@@ -128,3 +128,33 @@ def test_training_curve_is_the_same_with_a_shared_prompt(tmp_path, data, method)
 def test_share_prompt_is_refused_with_top_layers():
     with pytest.raises(DecodingLabError, match=r"^share_prompt=True is out of range; allowed: false with top_layers"):
         TrainConfig(share_prompt=True, top_layers=2)
+
+
+@pytest.mark.parametrize("method", ["dpo", "orpo"])
+def test_no_padding_beyond_the_batch_longest_sequence(tmp_path, monkeypatch, method):
+    """Every training forward is as wide as its longest real row (TRL's collators pad to the
+    batch's longest, never to max_length), on pairs of very different lengths."""
+    import alignment.train as train_mod
+    from alignment.layer_cache import decoder_stack
+
+    records = [{"id": i, "prompt": "Is it good?" + " Really?" * (3 * i), "support": "Yes." + " Sure." * i,
+                "oppose": "No."} for i in range(6)]
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps(records))
+    seen = []
+    real_build = train_mod.build_trainer
+
+    def build_and_watch(*args, **kwargs):
+        trainer = real_build(*args, **kwargs)
+        def watch(module, args, kwargs):
+            mask = kwargs.get("attention_mask")
+            seen.append((mask.shape[1], int(mask.sum(-1).max())))
+        decoder_stack(trainer.model).register_forward_pre_hook(watch, with_kwargs=True)
+        return trainer
+
+    monkeypatch.setattr(train_mod, "build_trainer", build_and_watch)
+    config = TrainConfig(method=method, dataset=str(path), epochs=1, batch_size=2, learning_rate=1e-2,
+                         max_length=192, threads=1, precision="fp32")
+    train(config, tmp_path / "out", model=tiny_lm(), progress=False)
+    assert len(seen) >= 3 and len({width for width, _ in seen}) > 1
+    assert all(width == longest for width, longest in seen), seen
