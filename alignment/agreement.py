@@ -17,6 +17,8 @@ from typing import Sequence
 import numpy as np
 
 SIDES = ("support", "oppose")
+# A side is "called with confidence" when the judge gives it at least this probability.
+CONFIDENT = 0.75
 
 
 def confusion(gold: Sequence[str], predicted: Sequence[str], classes: Sequence[str]) -> np.ndarray:
@@ -64,10 +66,12 @@ def expected_calibration_error(rows: Sequence[dict]) -> float:
 
 
 def agreement(gold: Sequence[str], predicted: Sequence[str], classes: Sequence[str],
-              p_support: Sequence[float] | None = None, bins: int = 5) -> dict:
+              p_support: Sequence[float] | None = None, bins: int = 5,
+              p_label: Sequence[float] | None = None) -> dict:
     """Accuracy, per-class recall / precision / F1, macro-F1, Cohen's κ, the confusion matrix,
-    the share of reader-neutral answers the judge assigned a side, and (with ``p_support``)
-    the reliability bins of P(support) and their ECE."""
+    the share of reader-neutral answers the judge assigned a side (and, with ``p_label``, the
+    judge's probability of its own label, the share it assigned a side with P >= ``CONFIDENT``),
+    and (with ``p_support``) the reliability bins of P(support) and their ECE."""
     matrix = confusion(gold, predicted, classes)
     n = int(matrix.sum())
     recall, precision, f1 = {}, {}, {}
@@ -87,6 +91,10 @@ def agreement(gold: Sequence[str], predicted: Sequence[str], classes: Sequence[s
         sides = [list(classes).index(s) for s in SIDES if s in classes]
         neutral = matrix[i].sum()
         out["neutral_called_side"] = float(matrix[i, sides].sum() / neutral) if neutral else None
+        if p_label is not None:
+            confident = sum(g == "neutral" and p in SIDES and q >= CONFIDENT
+                            for g, p, q in zip(gold, predicted, p_label))
+            out["neutral_called_side_confident"] = confident / neutral if neutral else None
     if p_support is not None:
         rows = reliability(p_support, [g == "support" for g in gold], bins)
         out["reliability"] = rows

@@ -36,7 +36,7 @@ from decoding.models import LM
 
 from .agreement import agreement
 from .data import DATASET_DIR, DatasetError, load_stance_records
-from .stance_features import FEATURE_SETS, feature_matrix, layer_index
+from .stance_features import FEATURE_SETS, feature_matrix, layer_indices
 
 LABELS = ("support", "oppose", "neutral")
 JUDGE_SET = DATASET_DIR / "stance_judge_set.jsonl"
@@ -61,8 +61,9 @@ class StanceConfig:
         "help": f"feature families joined by '+', from {', '.join(FEATURE_SETS)}"})
     three_way: bool = field(default=True, metadata={
         "help": "neutral is a class of its own (else support vs oppose with a neutral band)"})
-    layer_fraction: float = field(default=0.67, metadata={
-        "help": "which decoder layer's states to pool, as a fraction of the depth (1.0 = the last)"})
+    layers: str = field(default="0.67", metadata={
+        "help": "which decoder layers' states to pool, as fractions of the depth joined by '+' "
+                "(1.0 = the last; several: their pooled states side by side)"})
     l2: float = field(default=30.0, metadata={
         "help": "L2 penalty on the weights (on standardised features), > 0"})
     reference_weight: float = field(default=0.5, metadata={
@@ -83,8 +84,12 @@ class StanceConfig:
         if not kinds or any(k not in FEATURE_SETS for k in kinds) or len(set(kinds)) != len(kinds):
             raise out_of_range("features", self.features, f"distinct names from {', '.join(FEATURE_SETS)} "
                                "joined by '+'")
-        if not 0 < self.layer_fraction <= 1:
-            raise out_of_range("layer_fraction", self.layer_fraction, "(0, 1]")
+        try:
+            fractions = self.layer_fractions
+        except ValueError:
+            fractions = ()
+        if not fractions or not all(0 < f <= 1 for f in fractions):
+            raise out_of_range("layers", self.layers, "depth fractions in (0, 1] joined by '+'")
         if not self.l2 > 0:
             raise out_of_range("l2", self.l2, "l2 > 0")
         if not self.reference_weight >= 0:
@@ -103,6 +108,10 @@ class StanceConfig:
     @property
     def kinds(self) -> tuple[str, ...]:
         return tuple(k.strip() for k in self.features.split("+") if k.strip())
+
+    @property
+    def layer_fractions(self) -> tuple[float, ...]:
+        return tuple(float(f) for f in str(self.layers).split("+") if f.strip())
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -241,6 +250,15 @@ def decide(probabilities: np.ndarray, config: StanceConfig) -> list[str]:
     return out
 
 
+def validate(rows: Sequence["LabelledAnswer"], probabilities: np.ndarray, config: StanceConfig) -> dict:
+    """Agreement of the judge's labels for ``rows`` with the readers' (``alignment.agreement``),
+    with the probability of each label for the confidence measures."""
+    labels = decide(probabilities, config)
+    p_label = [float(row[LABELS.index(lab)]) if lab in config.classes else float(1 - row.max())
+               for row, lab in zip(probabilities, labels)]
+    return agreement([r.label for r in rows], labels, LABELS, probabilities[:, 0], p_label=p_label)
+
+
 @dataclass
 class FittedModel:
     scaler: Standardiser
@@ -266,7 +284,7 @@ class StanceJudge:
 
     lm: LM
     config: StanceConfig
-    layer: int
+    layer: tuple[int, ...]
     model: FittedModel
     validation: dict          # agreement on the labelled test split (or CV on the references)
     validated_on: str         # "generations (test split)" or "references (cross-validation)"
@@ -293,15 +311,16 @@ class StanceJudge:
         return {"validated_on": self.validated_on, "accuracy": round(v["accuracy"], 4),
                 "macro_f1": round(v["macro_f1"], 4), "kappa": round(v["kappa"], 4),
                 "recall": {k: (None if r is None else round(r, 4)) for k, r in v["recall"].items()},
-                "neutral_called_side": v.get("neutral_called_side"), "n": v["n"],
-                "features": self.config.features, "layer": self.layer, "three_way": self.config.three_way,
+                "neutral_called_side": v.get("neutral_called_side"),
+                "neutral_called_side_confident": v.get("neutral_called_side_confident"), "n": v["n"],
+                "features": self.config.features, "layer": list(self.layer), "three_way": self.config.three_way,
                 "examples": self.examples, "min_accuracy": self.config.min_accuracy}
 
     def describe(self) -> str:
         """One line for reports: what the judge is and how well it agreed with readers."""
         s = self.summary()
         rec = ", ".join(f"{k} {r:.2f}" for k, r in s["recall"].items() if r is not None)
-        return (f"stance judge ({s['features']}, layer {s['layer']}): on {s['n']} {s['validated_on']} "
+        return (f"stance judge ({s['features']}, layers {s['layer']}): on {s['n']} {s['validated_on']} "
                 f"accuracy {s['accuracy']:.2f}, recall {rec}, macro-F1 {s['macro_f1']:.2f}, "
                 f"kappa {s['kappa']:.2f}")
 
@@ -317,7 +336,11 @@ def row_weights(rows: Sequence[LabelledAnswer], config: StanceConfig) -> np.ndar
     return np.array([config.reference_weight if r.split == "reference" else 1.0 for r in rows])
 
 
-def features_of(lm: LM, rows: Sequence[LabelledAnswer], config: StanceConfig, layer: int) -> np.ndarray:
+def judge_layers(lm: LM, config: StanceConfig) -> tuple[int, ...]:
+    return layer_indices(lm.model.config.get_text_config().num_hidden_layers, config.layer_fractions)
+
+
+def features_of(lm: LM, rows: Sequence[LabelledAnswer], config: StanceConfig, layer: Sequence[int]) -> np.ndarray:
     return feature_matrix(lm, [r.prompt for r in rows], [r.answer for r in rows], config.kinds, layer)
 
 
@@ -329,7 +352,7 @@ def cross_validated(x: np.ndarray, rows: Sequence[LabelledAnswer], config: Stanc
         train = np.setdiff1d(np.arange(len(rows)), held)
         model = fit_model(x[train], [rows[i].label for i in train], weights[train], config)
         probabilities[held] = model.probabilities(x[held])
-    return agreement([r.label for r in rows], decide(probabilities, config), LABELS, probabilities[:, 0])
+    return validate(rows, probabilities, config)
 
 
 def fit_stance_judge(lm: LM, config: StanceConfig | None = None, require: bool = True) -> StanceJudge:
@@ -337,7 +360,7 @@ def fit_stance_judge(lm: LM, config: StanceConfig | None = None, require: bool =
     off); validate on the labelled test split (or, with no labelled set, cross-validate on the
     references). ``require=True`` raises ``StanceClassifierError`` below ``min_accuracy``."""
     config = config or StanceConfig()
-    layer = layer_index(lm.model.config.get_text_config().num_hidden_layers, config.layer_fraction)
+    layer = judge_layers(lm, config)
     train_rows, test_rows = training_rows(config)
     if len({r.label for r in train_rows if r.label in config.classes}) < 2:
         raise StanceClassifierError(f"the judge's training answers ({config.dataset!r} + dev split of "
@@ -345,8 +368,7 @@ def fit_stance_judge(lm: LM, config: StanceConfig | None = None, require: bool =
     x = features_of(lm, train_rows, config, layer)
     model = fit_model(x, [r.label for r in train_rows], row_weights(train_rows, config), config)
     if test_rows:
-        p = model.probabilities(features_of(lm, test_rows, config, layer))
-        validation = agreement([r.label for r in test_rows], decide(p, config), LABELS, p[:, 0])
+        validation = validate(test_rows, model.probabilities(features_of(lm, test_rows, config, layer)), config)
         where = "generated answers (labelled test split)"
     else:
         if len({r.prompt_id for r in train_rows}) < config.folds:

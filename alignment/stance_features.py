@@ -64,6 +64,10 @@ def layer_index(num_layers: int, fraction: float) -> int:
     return max(1, min(num_layers, round(fraction * num_layers)))
 
 
+def layer_indices(num_layers: int, fractions: Sequence[float]) -> tuple[int, ...]:
+    return tuple(layer_index(num_layers, f) for f in fractions)
+
+
 def chat_ids(lm: LM, prompt: str, system: str | None = None) -> list[int]:
     """The chat-template ids of ``prompt`` (with a system turn when given) and a generation
     prompt: where the answer starts."""
@@ -79,9 +83,9 @@ def chat_ids(lm: LM, prompt: str, system: str | None = None) -> list[int]:
 
 @torch.inference_mode()
 def pooled_and_logprobs(lm: LM, prefixes: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
-                        layer: int | None) -> tuple[np.ndarray | None, list[np.ndarray]]:
+                        layer: Sequence[int] | None) -> tuple[np.ndarray | None, list[np.ndarray]]:
     """For each ``prefix + answer``: the mean over the answer's positions of the hidden state
-    at ``layer`` (``None``: skip), ``(n, hidden)``; and log π(answer_t | prefix, answer_<t)
+    at each of the layers ``layer``, side by side (``None``: skip), ``(n, hidden·layers)``; and log π(answer_t | prefix, answer_<t)
     per answer token. An empty answer pools the prefix's last position and has no log-probs."""
     pad = lm.tokenizer.pad_token_id or 0
     pooled, logps = [], []
@@ -95,7 +99,8 @@ def pooled_and_logprobs(lm: LM, prefixes: Sequence[Sequence[int]], answers: Sequ
         for i, (p, a) in enumerate(zip(pre, ans)):
             lo, hi = (len(p), len(p) + len(a)) if a else (len(p) - 1, len(p))
             if layer is not None:
-                pooled.append(out.hidden_states[layer][i, lo:hi].float().mean(0).double().cpu().numpy())
+                pooled.append(np.concatenate([out.hidden_states[k][i, lo:hi].float().mean(0).double().cpu().numpy()
+                                              for k in layer]))
             if a:
                 steps = logits[i, len(p) - 1:len(p) + len(a) - 1].log_softmax(-1)
                 target = torch.tensor(list(a), device=steps.device)[:, None]
@@ -118,7 +123,7 @@ def likelihood_rows(lp_pro: Sequence[np.ndarray], lp_con: Sequence[np.ndarray],
     return np.array(rows, dtype=np.float64).reshape(len(rows), 5)
 
 
-def answer_family(lm: LM, answer_ids: Sequence[Sequence[int]], layer: int) -> np.ndarray:
+def answer_family(lm: LM, answer_ids: Sequence[Sequence[int]], layer: Sequence[int]) -> np.ndarray:
     """The answer alone; its first token is the prefix (a BOS-less text), pooled from the second."""
     pad = lm.tokenizer.pad_token_id or 0
     ids = [list(a) if len(a) > 1 else (list(a) or [pad]) + [pad] for a in answer_ids]
@@ -149,7 +154,7 @@ def verdict_rows(lm: LM, prompts: Sequence[str], answer_ids: Sequence[Sequence[i
 
 
 def families(lm: LM, prompts: Sequence[str], answers: Sequence[str], kinds: Sequence[str],
-             layer: int) -> dict[str, np.ndarray]:
+             layer: Sequence[int]) -> dict[str, np.ndarray]:
     """The feature families ``kinds`` (module docstring) of every (prompt, answer), each
     ``(n, d)``; the plain-prompt forward is shared by ``context`` and ``likelihood``."""
     unknown = [k for k in kinds if k not in FEATURE_SETS]
@@ -174,13 +179,13 @@ def families(lm: LM, prompts: Sequence[str], answers: Sequence[str], kinds: Sequ
 
 
 def family_features(lm: LM, prompts: Sequence[str], answers: Sequence[str], kind: str,
-                    layer: int) -> np.ndarray:
+                    layer: Sequence[int]) -> np.ndarray:
     """One feature family of every (prompt, answer), ``(n, d)``."""
     return families(lm, prompts, answers, [kind], layer)[kind]
 
 
 def cached_family(lm: LM, prompts: Sequence[str], answers: Sequence[str], kind: str,
-                  layer: int) -> np.ndarray:
+                  layer: Sequence[int]) -> np.ndarray:
     """``family_features`` cached on disk (``$XDG_CACHE_HOME/decoding-lab/stance``) under the
     base weights' fingerprint, the family, the layer and a hash of the pairs: the judge is
     refitted by every evaluation, study and lab session, and these forwards are its only cost."""
@@ -192,7 +197,7 @@ def cached_family(lm: LM, prompts: Sequence[str], answers: Sequence[str], kind: 
     if kind == "verdict":
         blob += repr(VERDICT_CUES)
     digest = hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-    where = "" if kind in ("likelihood", "verdict") else f"-L{layer}"
+    where = "" if kind in ("likelihood", "verdict") else "-L" + "_".join(map(str, layer))
     path = cache_root() / "stance" / f"{lm.fingerprint[:16]}-{kind}{where}-{digest}.npy"
     if path.is_file():
         try:
@@ -209,7 +214,7 @@ def cached_family(lm: LM, prompts: Sequence[str], answers: Sequence[str], kind: 
 
 
 def feature_matrix(lm: LM, prompts: Sequence[str], answers: Sequence[str], kinds: Sequence[str],
-                   layer: int, cache: bool = True) -> np.ndarray:
+                   layer: Sequence[int], cache: bool = True) -> np.ndarray:
     """The feature families ``kinds`` of every (prompt, answer), side by side, ``(n, d)``."""
     if not kinds or any(k not in FEATURE_SETS for k in kinds):
         raise ValueError(f"feature kinds {list(kinds)} unknown; allowed: {FEATURE_SETS}")

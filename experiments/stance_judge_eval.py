@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from alignment.agreement import agreement, format_agreement
-from alignment.stance import (LABELS, StanceConfig, decide, features_of, fit_model, grouped_folds, layer_index,
+from alignment.stance import (LABELS, StanceConfig, decide, validate, features_of, fit_model, grouped_folds, judge_layers,
                               row_weights, training_rows)
 from decoding import load_model
 from decoding.io import write_json_atomic, write_text_atomic
@@ -40,7 +40,7 @@ VARIANTS = {
 
 def prepared(lm: LM, config: StanceConfig) -> tuple[list, list, np.ndarray, np.ndarray]:
     """Training rows (references + dev), test rows, and their features."""
-    layer = layer_index(lm.model.config.get_text_config().num_hidden_layers, config.layer_fraction)
+    layer = judge_layers(lm, config)
     train, test = training_rows(config)
     return train, test, features_of(lm, train, config, layer), features_of(lm, test, config, layer)
 
@@ -92,7 +92,7 @@ def tuned(lm: LM, config: StanceConfig) -> tuple[StanceConfig, dict]:
 
 
 def score(rows, p, config: StanceConfig) -> dict:
-    return agreement([r.label for r in rows], decide(p, config), LABELS, p[:, 0])
+    return validate(rows, p, config)
 
 
 def abstaining_labels(a: list[str], b: list[str]) -> list[str]:
@@ -139,14 +139,15 @@ def report_text(results: dict[str, dict]) -> str:
              "called neutral that the judge assigned a side. Dev: grouped 5-fold cross-validation by prompt.", ""]
     for split in ("test", "dev"):
         lines += [f"## {split} split", "", "| judge | n | accuracy | recall support | recall oppose | recall neutral "
-                  "| macro-F1 | κ | neutral->side | ECE |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| macro-F1 | κ | neutral->side | neutral->side at P>=0.75 | ECE |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in results.items():
             a = r[split]
             rec = [a["recall"].get(c) for c in LABELS]
             cells = " | ".join("-" if v is None else f"{v:.2f}" for v in rec)
-            side = a.get("neutral_called_side")
+            side, sure = a.get("neutral_called_side"), a.get("neutral_called_side_confident")
             lines.append(f"| {name} | {a['n']} | {a['accuracy']:.2f} | {cells} | {a['macro_f1']:.2f} | "
-                         f"{a['kappa']:.2f} | {'-' if side is None else f'{side:.2f}'} | {a.get('ece', float('nan')):.2f} |")
+                         f"{a['kappa']:.2f} | {'-' if side is None else f'{side:.2f}'} | "
+                         f"{'-' if sure is None else f'{sure:.2f}'} | {a.get('ece', float('nan')):.2f} |")
         lines.append("")
     return "\n".join(lines)
 

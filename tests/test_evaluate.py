@@ -149,7 +149,7 @@ def test_labelled_set_bad_line_is_refused_with_its_number(tmp_path):
         stance.load_labelled_answers(bad)
 
 
-@pytest.mark.parametrize("knobs", [{"layer_fraction": 0}, {"l2": 0}, {"folds": 1}, {"band": 0.5},
+@pytest.mark.parametrize("knobs", [{"layers": "0"}, {"layers": "0.5+x"}, {"l2": 0}, {"folds": 1}, {"band": 0.5},
                                    {"min_accuracy": 1.5}, {"features": "answer+vibes"},
                                    {"min_side_probability": 1.0}, {"reference_weight": -1}])
 def test_stance_config_validation(knobs):
