@@ -35,9 +35,32 @@ def test_pasted_text_shows_the_loop_and_metrics(at):
     assert not at.exception and not at.error
     loop_html = next(h.value for h in at.html if "declab-loop" in h.value)
     assert loop_html.count('<mark class="cycle"') == 4 and 'class="partial"' in loop_html
-    assert any("Loop: a 5-token phrase repeated from token 3 on" in c.value for c in at.caption)
+    # cycles start where the sentence does ("They're ..."), not at the "." before it
+    assert any("Loop: a 5-token phrase repeated from token 4 on" in c.value for c in at.caption)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["rep-2"] != "0.0%" and float(metrics["rep-4"].rstrip("%")) > 50
+
+
+def test_pasted_template_loop_shows_its_frame_and_slot_values(at):
+    text = ("The gate opened. The animals are all in horror. The animals are all in terror. "
+            "The animals are all in fear. The animals are all in awe.")
+    at.radio(key=rp.SOURCE_KEY).set_value("Paste text").run()
+    at.text_area(key=rp.TEXT_KEY).input(text)
+    at.button(key=rp.ANALYSE_KEY).click().run()
+    assert not at.exception and not at.error
+    loop_html = next(h.value for h in at.html if "declab-loop" in h.value)
+    assert loop_html.count('<mark class="cycle"') == 4
+    assert 'title="cycle 2: terror"' in loop_html and 'title="cycle 4: awe"' in loop_html
+    caption = next(c.value for c in at.caption if "Template loop" in c.value)
+    assert "Frame: “The animals are all in … .”" in caption
+    assert "horror · terror · fear · awe" in caption
+
+
+def test_whitespace_only_repetition_is_no_loop_on_the_page(at):
+    at.radio(key=rp.SOURCE_KEY).set_value("Paste text").run()
+    at.text_area(key=rp.TEXT_KEY).input("The capital of Peru is Lima.\n\n\n\n")
+    at.button(key=rp.ANALYSE_KEY).click().run()
+    assert any(c.value.endswith("(whitespace does not count).") for c in at.caption)
 
 
 def test_generation_shows_the_loop_probability_trace(at):
