@@ -92,6 +92,7 @@ class Trained:
     seconds: float
     final_metrics: dict[str, float]
     log_history: list[dict]
+    precision: str = "fp32"          # the arithmetic train() used (TrainConfig.precision resolved)
 
     @property
     def subject(self) -> Subject:
@@ -107,7 +108,14 @@ def train_into_run(run: Run, label: str, config: TrainConfig, base: LM) -> Train
     seconds = time.perf_counter() - started
     note(f"trained {label} in {seconds:.0f} s")
     return Trained(label, result.out_dir, config, round(seconds, 1), dict(result.meta["final_metrics"]),
-                   list(result.log_history))
+                   list(result.log_history), result.meta.get("precision", "fp32"))
+
+
+def precision_sentence(trained: Iterable[Trained]) -> str:
+    """How the adapters were computed, for a report (bf16 autocast changes the numbers slightly)."""
+    kinds = sorted({t.precision for t in trained})
+    words = {"bf16": "bfloat16 autocast (LoRA weights and optimizer state in float32)", "fp32": "float32"}
+    return "Training arithmetic: " + " and ".join(words.get(k, k) for k in kinds) + "."
 
 
 def measure_models(base: LM, subjects: Sequence[Subject], items: Sequence[tuple[Any, str]],

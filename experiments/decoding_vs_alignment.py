@@ -231,7 +231,8 @@ def report(settings, rows, grid, models, decodings, split, shift, judge, trained
                   f"{np.mean([s['kl'] for s in steps]):.3f} nats per step; the largest at steps "
                   + ", ".join(f"{s['step']} ({s['token']!r}, {s['kl']:.2f})" for s in top)
                   + ". See `per_step_kl.png`."]
-    lines += ["", "Training: " + "; ".join(f"{k} {t.seconds:.0f} s" for k, t in trained.items()),
+    lines += ["", "Training: " + "; ".join(f"{k} {t.seconds:.0f} s" for k, t in trained.items())
+              + ". " + kit.precision_sentence(trained.values()),
               "", "Figures: `heatmaps.png`, `per_step_kl.png`; data: `grid.json`, `summary.csv`, `results.jsonl`."]
     return "\n".join(lines) + "\n"
 

@@ -212,7 +212,7 @@ def report(settings, rows, trained, n_train, n_test, judge, anti) -> str:
                   f"{settings.stance_pairs} pairs; " + judge_line(judge) + ".", ""]
         lines += kit.md_table(stance_rows, STANCE_COLUMNS)
         lines.append("")
-    lines += ["## Training", ""]
+    lines += ["## Training", "", kit.precision_sentence(trained.values()), ""]
     for label, t in trained.items():
         fm = t.final_metrics
         lines.append(f"- {label}: {t.seconds:.0f} s; final loss {fm.get('loss', float('nan')):.3f}, "

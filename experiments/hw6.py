@@ -176,6 +176,7 @@ def report(settings, rows, trained, preference, answers, judge, records) -> str:
                                              f"accuracy {t.final_metrics.get('rewards/accuracies', float('nan')):.2f}, "
                                              f"margin {t.final_metrics.get('rewards/margins', float('nan')):.2f}"
                                              for k, t in trained.items()), ""]
+    lines += [kit.precision_sentence(trained.values()), ""]
     lines += ["## The course's questions, answered from these numbers", ""]
     for key, title, left, right in COMPARISONS:
         if left not in trained or right not in trained:

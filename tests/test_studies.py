@@ -68,6 +68,7 @@ def test_hw6_quick_on_the_tiny_model(tmp_path):
         assert (path / name).is_file(), name
     assert (path / "adapters" / "ratio0" / "adapter_meta.json").is_file()
     assert "(a) support_ratio 0 vs 1" in (path / "report.md").read_text()
+    assert "Training arithmetic: " in (path / "report.md").read_text()   # bf16 autocast or float32, said
 
 
 def test_decoding_vs_alignment_quick_on_the_tiny_model(tmp_path):
@@ -79,6 +80,7 @@ def test_decoding_vs_alignment_quick_on_the_tiny_model(tmp_path):
     assert np.array(grid["support"]).shape == (2, 2)
     assert grid["per_step_shift"]["steps"] and all(s["kl"] >= -1e-6 for s in grid["per_step_shift"]["steps"])
     assert "is explained by the adapter" in (path / "report.md").read_text()
+    assert "Training arithmetic: " in (path / "report.md").read_text()   # bf16 autocast or float32, said
     assert (path / "heatmaps.png").is_file() and (path / "per_step_kl.png").is_file()
 
 
@@ -91,6 +93,7 @@ def test_dpo_vs_orpo_quick_on_the_tiny_model(tmp_path):
     train = json.loads((path / "data" / "anti_repetition_train.json").read_text())
     assert train and all(r["meta"]["source"] != "template_loop" for r in train)
     assert "Beside the seed report" in (path / "report.md").read_text()
+    assert "Training arithmetic: " in (path / "report.md").read_text()   # bf16 autocast or float32, said
 
 
 def test_interrupted_study_stays_incomplete(tmp_path, monkeypatch):
