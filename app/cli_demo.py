@@ -4,14 +4,16 @@
 - ``template-loop``: the seed-002 failure. Alpaca-style prompts in raw mode, greedy, end-of-
   sequence suppressed: the model answers, then writes ``### Explanation:`` (or similar) blocks
   and repeats one verbatim. Each output is shown with the loop highlighted, the detector's
-  period / onset / cycles, and the probability of the loop-continuing token cycle by cycle.
+  kind / period / onset / cycles (``find_loops``), and the probability of the loop-continuing
+  token cycle by cycle (for a verbatim loop).
 """
 
 from __future__ import annotations
 
 import decoding
 from decoding import DecodingConfig, generate, load_model
-from decoding.diagnostics import detect_loop, loop_probability_trace
+from decoding.diagnostics import loop_probability_trace
+from decoding.diagnostics.summary import main_text_loop
 from decoding.prompts import load_prompt_set
 
 from .cli_diagnose import (
@@ -59,12 +61,12 @@ def template_loop_results(lm, cases, max_new_tokens: int) -> list[dict]:
     results = []
     for case, gen in zip(cases, generations):
         tokens = list(gen.token_ids)
-        loop = detect_loop(tokens)
-        trace = loop_probability_trace(gen)
+        loop = main_text_loop(tokens, [s.token_text for s in gen.steps])
+        trace = loop_probability_trace(gen)   # follows the verbatim loop, when there is one
         answer = gen.text.split("###")[0]
         expected = case.extra.get("expected", [])
         results.append({
-            "id": case.id, "generation": gen, "loop": loop if loop and loop.is_loop else None,
+            "id": case.id, "generation": gen, "loop": loop,
             "trace": trace, "answer": answer.strip(),
             "answer_ok": any(e.lower() in answer.lower() for e in expected) if expected else None,
             "expected": expected})
@@ -105,17 +107,19 @@ def run_template_loop(args) -> int:
                   f"{'yes' if r['answer_ok'] else 'no'}]")
         print(flush=True)
     looping = [r for r in results if r["loop"] is not None]
-    print(f"{'case':<18} {'answer':<7} {'period':>6} {'onset':>6} {'cycles':>6}  P(cycle 0 -> last)")
+    print(f"{'case':<18} {'answer':<7} {'kind':<8} {'period':>6} {'onset':>6} {'cycles':>6}  "
+          "P(cycle 0 -> last)")
     for r in results:
         loop, trace = r["loop"], r["trace"]
         ok = "n/a" if r["answer_ok"] is None else "yes" if r["answer_ok"] else "no"
         if loop is None:
-            print(f"{r['id']:<18} {ok:<7} {'-':>6} {'-':>6} {'-':>6}  -")
+            print(f"{r['id']:<18} {ok:<7} {'-':<8} {'-':>6} {'-':>6} {'-':>6}  -")
             continue
         means = [m for m in trace.cycle_means() if m is not None] if trace else []
         climb = f"{means[0]:.2f} -> {means[-1]:.2f}" if means else "-"
-        print(f"{r['id']:<18} {ok:<7} {loop.period:>6} {loop.onset:>6} {loop.cycles:>6}  {climb}")
-    print(f"\n{len(looping)} of {len(results)} outputs end in a loop.")
+        print(f"{r['id']:<18} {ok:<7} {loop.kind:<8} {loop.period:>6} {loop.onset:>6} "
+              f"{loop.cycles:>6}  {climb}")
+    print(f"\n{len(looping)} of {len(results)} outputs loop (find_loops: exact, near or template).")
     return 0
 
 

@@ -207,7 +207,7 @@ def test_template_loop_demo_runs_the_named_cases(declab):
     assert code == 0
     assert "=== plural" in out and "=== gold-symbol" in out and "=== antonym" not in out
     assert "### Instruction:\nWhat is the plural of the word mouse?" in out
-    assert out.strip().endswith("of 2 outputs end in a loop.")
+    assert out.strip().endswith("of 2 outputs loop (find_loops: exact, near or template).")
 
 
 def test_template_loop_demo_unknown_case(declab):
