@@ -88,17 +88,13 @@ def test_the_graph_sees_the_core_modules():
     assert "decoding.loop" not in edges["decoding.beam"]
 
 
-# Work in progress elsewhere (decoding/diagnostics, issue 16), reported to its owner; anything
-# new fails.
-KNOWN_PRIVATE_IMPORTS = {
-    "decoding.diagnostics.loop_kinds imports _dense_ids from decoding.diagnostics.loops"}
 
 
 def test_no_module_imports_another_modules_private_names():
     offenders = {f"{module_name(path)} imports {name} from {target}"
                  for path in PACKAGE.rglob("*.py") for target, names in imports(path)
                  for name in names if name.startswith("_") and name != "__version__"}
-    assert offenders <= KNOWN_PRIVATE_IMPORTS, sorted(offenders - KNOWN_PRIVATE_IMPORTS)
+    assert not offenders, sorted(offenders)
 
 
 def top_level_imports(folder: str) -> set[tuple[str, str]]:
