@@ -99,12 +99,12 @@ def _training_copy(model: LM | str | None, config: TrainConfig) -> tuple[LM, tor
     return lm, torch.device(lm.device.type)
 
 
-def _lower_layer_cache(trainer, config: TrainConfig) -> LowerLayerCache | None:
+def _lower_layer_cache(model: torch.nn.Module, config: TrainConfig) -> LowerLayerCache | None:
     """With ``top_layers`` below the model's depth, the frozen lower layers' cache, installed on
-    the trainer's model (``alignment.layer_cache``)."""
+    the model to train (``alignment.layer_cache``); PEFT then finds LoRA targets in the top
+    layers only, as ``layers_to_transform`` asks."""
     if config.top_layers is None:
         return None
-    model = trainer.accelerator.unwrap_model(trainer.model)
     if config.top_layers >= len(decoder_stack(model).layers):
         return None
     return LowerLayerCache(model, config.top_layers).install()
@@ -151,13 +151,15 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, model: LM | str | Non
             warnings.filterwarnings("ignore", category=FutureWarning)  # TRL/transformers deprecations
             warnings.filterwarnings("ignore", message="You are importing from 'trl.experimental'")
             train_started = time.perf_counter()
-            trainer = build_trainer(config, lm, rows, lengths, partial, device, progress, precision)
-            if progress_log is not None:
-                trainer.add_callback(progress_log_callback(progress_log))
-            cache = _lower_layer_cache(trainer, config)
-            sharing = SharedPrefixForward(trainer.model) if config.share_prompt else None
+            # installed before the trainer is built, so that DPO's reference pass (run when the
+            # trainer is built) already shares prompts and fills the lower-layer cache
+            cache = _lower_layer_cache(lm.model, config)
+            sharing = SharedPrefixForward(lm.model) if config.share_prompt else None
             try:
                 with sharing or contextlib.nullcontext():
+                    trainer = build_trainer(config, lm, rows, lengths, partial, device, progress, precision)
+                    if progress_log is not None:
+                        trainer.add_callback(progress_log_callback(progress_log))
                     trainer.train()
             finally:
                 if cache is not None:
