@@ -17,8 +17,9 @@ Four families, each measured on generated answers before being trusted
   noisy-channel scoring);
 - ``verdict``: a cloze judge. The answer, still in the assistant's turn, is followed by a cue
   that asks for a verdict ("In short, live-action adaptations … are"), and the features are the
-  model's log-probabilities of a few verdict words (good / bad / mixed …) there
-  (``VERDICT_CUES``).
+  model's log-probabilities of a few verdict words (good / bad / mixed …) there, renormalised
+  over those words (``VERDICT_CUE``, ``VERDICT_WORDS``; the pattern-verbaliser cloze of Schick
+  & Schütze 2021, zero-shot).
 
 Every forward runs on the base weights (adapter off) in inference mode, right-padded batches.
 """
@@ -42,13 +43,9 @@ FEATURE_SETS = ("answer", "context", "likelihood", "verdict")
 # The verdict family: after the answer, the model is asked to sum up, and we read how likely it
 # finds each verdict word next (a zero-shot cloze judge, as in Schick & Schütze 2021's
 # pattern-verbaliser pairs, scored on the model's own continuation of its answer).
-VERDICT_CUES = (
-    ("\n\nIn short, live-action adaptations of anime and manga are",
-     (" good", " great", " worth", " exciting", " bad", " terrible", " disappointing", " pointless",
-      " mixed", " complicated")),
-    ("\n\nSo, do I think live-action adaptations are a good idea? My answer:",
-     (" Yes", " No", " It")),
-)
+VERDICT_CUE = "\n\nIn short, live-action adaptations of anime and manga are"
+VERDICT_WORDS = (" good", " great", " worth", " exciting", " bad", " terrible", " disappointing",
+                 " pointless", " mixed", " complicated")
 FEATURE_BATCH = 8
 
 # The two instructions of the likelihood judge: the same sentence, one word apart in meaning.
@@ -82,16 +79,25 @@ def chat_ids(lm: LM, prompt: str, system: str | None = None) -> list[int]:
 
 
 @torch.inference_mode()
-def pooled_and_logprobs(lm: LM, prefixes: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
-                        layer: Sequence[int] | None) -> tuple[np.ndarray | None, list[np.ndarray]]:
-    """For each ``prefix + answer``: the mean over the answer's positions of the hidden state
-    at each of the layers ``layer``, side by side (``None``: skip), ``(n, hidden·layers)``; and log π(answer_t | prefix, answer_<t)
-    per answer token. An empty answer pools the prefix's last position and has no log-probs."""
+@torch.inference_mode()
+def scan(lm: LM, prefixes: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
+         layer: Sequence[int] | None, suffix: Sequence[int] = (), read: Sequence[int] = ()
+         ) -> tuple[np.ndarray | None, list[np.ndarray], np.ndarray | None]:
+    """One batched forward over each ``prefix + answer + suffix``:
+
+    - the mean over the answer's positions of the hidden states at each layer of ``layer``,
+      side by side (``None``: skip), ``(n, hidden·layers)``; causal attention makes them the
+      same with or without the suffix;
+    - log π(answer_t | prefix, answer_<t) per answer token;
+    - with ``read``, the log-softmax over the token ids ``read`` of the next-token scores after
+      the suffix, ``(n, len(read))``.
+
+    An empty answer pools the prefix's last position and has no log-probs."""
     pad = lm.tokenizer.pad_token_id or 0
-    pooled, logps = [], []
+    pooled, logps, reads = [], [], []
     for start in range(0, len(answers), FEATURE_BATCH):
         pre, ans = prefixes[start:start + FEATURE_BATCH], answers[start:start + FEATURE_BATCH]
-        ids, mask = right_pad([list(p) + list(a) for p, a in zip(pre, ans)], pad)
+        ids, mask = right_pad([list(p) + list(a) + list(suffix) for p, a in zip(pre, ans)], pad)
         with base_of(lm) as model:
             out = model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
                         output_hidden_states=layer is not None)
@@ -107,7 +113,17 @@ def pooled_and_logprobs(lm: LM, prefixes: Sequence[Sequence[int]], answers: Sequ
                 logps.append(steps.gather(-1, target)[:, 0].double().cpu().numpy())
             else:
                 logps.append(np.zeros(0))
-    return (np.stack(pooled) if layer is not None else None), logps
+            if read:
+                last = len(p) + len(a) + len(suffix) - 1
+                reads.append(logits[i, last, list(read)].log_softmax(-1).double().cpu().numpy())
+    return (np.stack(pooled) if layer is not None else None), logps, (np.stack(reads) if read else None)
+
+
+def pooled_and_logprobs(lm: LM, prefixes: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
+                        layer: Sequence[int] | None) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    """``scan`` without a suffix: pooled states and per-token log-probs."""
+    pooled, logps, _ = scan(lm, prefixes, answers, layer)
+    return pooled, logps
 
 
 def _mean(x: np.ndarray) -> float:
@@ -130,33 +146,11 @@ def answer_family(lm: LM, answer_ids: Sequence[Sequence[int]], layer: Sequence[i
     return pooled_and_logprobs(lm, [i[:1] for i in ids], [i[1:] for i in ids], layer)[0]
 
 
-def verdict_rows(lm: LM, prompts: Sequence[str], answer_ids: Sequence[Sequence[int]]) -> np.ndarray:
-    """The verdict family: for each cue of ``VERDICT_CUES`` appended to the answer (in the
-    assistant turn), the log-probabilities of its verdict words' first tokens, renormalised
-    over those words."""
-    blocks = []
-    for cue, words in VERDICT_CUES:
-        cue_ids = completion_ids(lm, cue)
-        word_ids = [completion_ids(lm, w)[0] for w in words]
-        prefixes = [chat_ids(lm, p) + list(a) for p, a in zip(prompts, answer_ids)]
-        rows = []
-        pad = lm.tokenizer.pad_token_id or 0
-        for start in range(0, len(prefixes), FEATURE_BATCH):
-            chunk = [x + cue_ids for x in prefixes[start:start + FEATURE_BATCH]]
-            ids, mask = right_pad(chunk, pad)
-            with torch.inference_mode(), base_of(lm) as model:
-                logits = model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).logits.float()
-            for i, x in enumerate(chunk):
-                lp = logits[i, len(x) - 1, word_ids].log_softmax(-1)
-                rows.append(lp.double().cpu().numpy())
-        blocks.append(np.stack(rows))
-    return np.concatenate(blocks, axis=1)
-
-
 def families(lm: LM, prompts: Sequence[str], answers: Sequence[str], kinds: Sequence[str],
              layer: Sequence[int]) -> dict[str, np.ndarray]:
     """The feature families ``kinds`` (module docstring) of every (prompt, answer), each
-    ``(n, d)``; the plain-prompt forward is shared by ``context`` and ``likelihood``."""
+    ``(n, d)``. One forward over prompt + answer + verdict cue serves ``context``, ``verdict``
+    and the plain log-probs of ``likelihood``."""
     unknown = [k for k in kinds if k not in FEATURE_SETS]
     if unknown:
         raise ValueError(f"feature kinds {unknown} unknown; allowed: {FEATURE_SETS}")
@@ -164,13 +158,16 @@ def families(lm: LM, prompts: Sequence[str], answers: Sequence[str], kinds: Sequ
     out = {}
     if "answer" in kinds:
         out["answer"] = answer_family(lm, answer_ids, layer)
-    if "verdict" in kinds:
-        out["verdict"] = verdict_rows(lm, prompts, answer_ids)
-    if "context" in kinds or "likelihood" in kinds:
+    if {"context", "likelihood", "verdict"} & set(kinds):
         plain = [chat_ids(lm, p) for p in prompts]
-        pooled, lp_plain = pooled_and_logprobs(lm, plain, answer_ids, layer if "context" in kinds else None)
+        verdict = "verdict" in kinds
+        read = [completion_ids(lm, w)[0] for w in VERDICT_WORDS] if verdict else []
+        pooled, lp_plain, words = scan(lm, plain, answer_ids, layer if "context" in kinds else None,
+                                       completion_ids(lm, VERDICT_CUE) if verdict else (), read)
         if "context" in kinds:
             out["context"] = pooled
+        if verdict:
+            out["verdict"] = words
         if "likelihood" in kinds:
             _, lp_pro = pooled_and_logprobs(lm, [chat_ids(lm, p, PRO_SYSTEM) for p in prompts], answer_ids, None)
             _, lp_con = pooled_and_logprobs(lm, [chat_ids(lm, p, CON_SYSTEM) for p in prompts], answer_ids, None)
@@ -184,33 +181,56 @@ def family_features(lm: LM, prompts: Sequence[str], answers: Sequence[str], kind
     return families(lm, prompts, answers, [kind], layer)[kind]
 
 
-def cached_family(lm: LM, prompts: Sequence[str], answers: Sequence[str], kind: str,
-                  layer: Sequence[int]) -> np.ndarray:
-    """``family_features`` cached on disk (``$XDG_CACHE_HOME/decoding-lab/stance``) under the
-    base weights' fingerprint, the family, the layer and a hash of the pairs: the judge is
-    refitted by every evaluation, study and lab session, and these forwards are its only cost."""
+LAYERED = ("answer", "context")
+
+
+def _units(kinds: Sequence[str], layer: Sequence[int]) -> list[tuple[str, int | None]]:
+    """Cache units: a layered family is cached layer by layer, the others whole."""
+    return [(k, l) for k in kinds for l in (layer if k in LAYERED else [None])]
+
+
+def _cache_folder(lm: LM, kind: str, layer: int | None):
+    settings = {"likelihood": PRO_SYSTEM + CON_SYSTEM, "verdict": VERDICT_CUE + repr(VERDICT_WORDS)}.get(kind, "")
+    where = "" if layer is None else f"-L{layer}"
+    tag = hashlib.sha256(settings.encode("utf-8")).hexdigest()[:8]
+    return cache_root() / "stance" / f"{lm.fingerprint[:16]}-{kind}{where}-{tag}"
+
+
+def cached_families(lm: LM, prompts: Sequence[str], answers: Sequence[str], kinds: Sequence[str],
+                    layer: Sequence[int]) -> dict[str, np.ndarray]:
+    """``families`` cached on disk one row per (prompt, answer), family and layer
+    (``$XDG_CACHE_HOME/decoding-lab/stance/<weights>-<family>[-L<layer>]-<settings>/<pair
+    hash>.npy``), under the base weights' fingerprint: the judge is refitted by every
+    evaluation, study and lab session, and these forwards are its only cost; a labelled set that
+    grows computes only its new rows, all missing families and layers in shared forwards."""
     if not lm.fingerprint or getattr(lm, "adapter", None):
-        return family_features(lm, prompts, answers, kind, layer)
-    blob = "\x00".join(f"{p}\x01{a}" for p, a in zip(prompts, answers))
-    if kind == "likelihood":
-        blob += PRO_SYSTEM + CON_SYSTEM
-    if kind == "verdict":
-        blob += repr(VERDICT_CUES)
-    digest = hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
-    where = "" if kind in ("likelihood", "verdict") else "-L" + "_".join(map(str, layer))
-    path = cache_root() / "stance" / f"{lm.fingerprint[:16]}-{kind}{where}-{digest}.npy"
-    if path.is_file():
-        try:
-            x = np.load(path)
-            if x.shape[0] == len(answers):
-                return x
-        except (OSError, ValueError):
-            pass
-    x = family_features(lm, prompts, answers, kind, layer)
-    buffer = io.BytesIO()
-    np.save(buffer, x)
-    write_bytes_atomic(path, buffer.getvalue())
-    return x
+        return families(lm, prompts, answers, kinds, layer)
+    keys = [hashlib.sha256(f"{p}\x01{a}".encode("utf-8")).hexdigest()[:24] for p, a in zip(prompts, answers)]
+    units = _units(kinds, layer)
+    rows: dict[tuple, dict[str, np.ndarray]] = {u: {} for u in units}
+    for unit in units:
+        folder = _cache_folder(lm, *unit)
+        for key in set(keys):
+            try:
+                rows[unit][key] = np.load(folder / f"{key}.npy")
+            except (OSError, ValueError):
+                pass
+    todo = sorted({i for u in units for i, key in enumerate(keys) if key not in rows[u]})
+    if todo:
+        missing = list(dict.fromkeys(u[0] for u in units if any(keys[i] not in rows[u] for i in todo)))
+        fresh = families(lm, [prompts[i] for i in todo], [answers[i] for i in todo], missing, layer)
+        for kind in missing:
+            parts = ([(l, fresh[kind][:, j * (fresh[kind].shape[1] // len(layer)):(j + 1) * (fresh[kind].shape[1] // len(layer))])
+                      for j, l in enumerate(layer)] if kind in LAYERED else [(None, fresh[kind])])
+            for l, block in parts:
+                folder = _cache_folder(lm, kind, l)
+                for i, row in zip(todo, block):
+                    buffer = io.BytesIO()
+                    np.save(buffer, row)
+                    write_bytes_atomic(folder / f"{keys[i]}.npy", buffer.getvalue())
+                    rows[(kind, l)][keys[i]] = row
+    return {kind: np.concatenate([np.stack([rows[(kind, l)][key] for key in keys]) for k, l in units if k == kind],
+                                 axis=1) for kind in kinds}
 
 
 def feature_matrix(lm: LM, prompts: Sequence[str], answers: Sequence[str], kinds: Sequence[str],
@@ -218,7 +238,5 @@ def feature_matrix(lm: LM, prompts: Sequence[str], answers: Sequence[str], kinds
     """The feature families ``kinds`` of every (prompt, answer), side by side, ``(n, d)``."""
     if not kinds or any(k not in FEATURE_SETS for k in kinds):
         raise ValueError(f"feature kinds {list(kinds)} unknown; allowed: {FEATURE_SETS}")
-    if cache:
-        return np.concatenate([cached_family(lm, prompts, answers, k, layer) for k in kinds], axis=1)
-    found = families(lm, prompts, answers, kinds, layer)
+    found = (cached_families if cache else families)(lm, prompts, answers, kinds, layer)
     return np.concatenate([found[k] for k in kinds], axis=1)

@@ -277,3 +277,30 @@ def test_a_merged_adapter_keeps_the_fast_path(adapter):
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         assert fastpath.fast_model(lm.model) is not None
+
+
+def test_judge_features_cached_row_by_row_equal_the_direct_forward(tiny, tmp_path, monkeypatch):
+    """The cache (per pair, family and layer) returns what the forwards compute; a new pair
+    computes only itself; the verdict cue after the answer leaves the answer's pooled states
+    unchanged (causal attention), so one forward serves both."""
+    import dataclasses
+
+    from alignment import stance_features as sf
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    lm = dataclasses.replace(tiny, fingerprint="f" * 32)
+    prompts, answers = ["Is it good?", "Is it bad?"], ["Yes, it helps.", "No."]
+    direct = sf.families(lm, prompts, answers, ["context"], (1, 2))["context"]
+    both = sf.families(lm, prompts, answers, ["context", "verdict"], (1, 2))
+    np.testing.assert_allclose(both["context"], direct, atol=1e-6)
+    assert both["verdict"].shape == (2, len(sf.VERDICT_WORDS))
+    np.testing.assert_allclose(np.exp(both["verdict"]).sum(1), 1.0, atol=1e-6)
+    cached = sf.feature_matrix(lm, prompts, answers, ["context", "verdict"], (1, 2))
+    np.testing.assert_allclose(cached, np.concatenate([direct, both["verdict"]], 1), atol=1e-6)
+    calls = []
+    real = sf.families
+    monkeypatch.setattr(sf, "families", lambda lm_, p, a, k, l: calls.append(len(a)) or real(lm_, p, a, k, l))
+    again = sf.feature_matrix(lm, prompts + ["New?"], answers + ["Maybe."], ["context", "verdict"], (1, 2))
+    assert calls == [1] and np.allclose(again[:2], cached)
+    one_layer = sf.feature_matrix(lm, prompts, answers, ["context"], (2,))
+    np.testing.assert_allclose(one_layer, direct[:, direct.shape[1] // 2:], atol=1e-6)
