@@ -3,13 +3,36 @@
 Everything is computed batched on ``(rows, vocab)`` tensors and moved to Python once per step,
 so tracing stays cheap (the benchmark measures its overhead). Only the top-N tokens are kept
 per stage: a full 49k-token distribution per stage per step would be megabytes per generation.
+
+Enough is kept for the what-if panel (``decoding.whatif``) to be exact with the run's own
+settings: beside the top-N, the distribution the sampling stages received (raw, or after the
+last penalty) is recorded as a prefix of its ranking deep enough to hold every token the run
+kept (up to ``EXACT_TOP_MAX`` tokens), with each stage's full-vocabulary kept count. The tail
+outside the prefix is then known by its mass (1 - the prefix's), its size and a bound (no tail
+token is more likely than the prefix's last one).
 """
 
 from __future__ import annotations
 
 import torch
 
+from .stages import PENALTY_STAGES
 from .trace import Candidate, StepTrace
+
+# The deepest prefix recorded to cover a run's kept set. A kept set wider than this (a flat
+# step under top-p 0.99) is recorded as its top-N only, and the what-if says "approximate".
+EXACT_TOP_MAX = 1000
+
+
+def input_stage_index(stage_names: list[str]) -> int:
+    """Index of the stage whose output the sampling stages receive: the last of the leading
+    penalty stages (0, ``raw``, when there are none)."""
+    index = 0
+    for j, name in enumerate(stage_names[1:], start=1):
+        if name not in PENALTY_STAGES:
+            break
+        index = j
+    return index
 
 
 class TokenTexts:
@@ -34,8 +57,9 @@ def record_steps(step: int, history: list[torch.Tensor], stage_names: list[str],
 
     history: scores after each stage, raw first, each ``(batch, vocab)`` float32.
     chosen: ``(batch,)`` the token picked for each row.
-    Candidates are the union of the raw top-N, the final top-N and the chosen token, ordered by
-    raw probability.
+    Candidates are the union of the raw top-N, the final top-N, the chosen token and the
+    sampling stages' input ranked down to ``prefix_depth`` (which covers the kept set), ordered
+    by raw probability.
     """
     if not rows:
         return []
@@ -56,10 +80,16 @@ def record_steps(step: int, history: list[torch.Tensor], stage_names: list[str],
     entropy_raw = _entropy(logprobs[0])
     entropy_final = _entropy(logprobs[-1])
     kept_count = torch.isfinite(final).sum(-1)
+    stage_kept = torch.stack([torch.isfinite(h[index]).sum(-1) for h in history], dim=1).tolist()
+    base = input_stage_index(stage_names)
+    source = history[base][index]
+    depth = prefix_depth(source, widest_cut([h[index] for h in history[base + 1:]], source), top_n)
+    prefix = torch.topk(source, int(depth.max()), dim=-1).indices
 
     traces = []
     for i, row in enumerate(rows):
-        ids = _candidate_ids(raw_top[i].tolist(), final_top[i].tolist(), int(picked[i]), raw[i])
+        ids = _candidate_ids(raw_top[i].tolist() + prefix[i, :int(depth[i])].tolist(),
+                             final_top[i].tolist(), int(picked[i]), raw[i])
         ids_t = torch.tensor(ids, dtype=torch.long)
         probs = torch.stack([lp[i, ids_t].exp() for lp in logprobs], dim=1)           # (cands, stages)
         kept = torch.stack([torch.isfinite(h[row, ids_t]) for h in history], dim=1)
@@ -75,8 +105,43 @@ def record_steps(step: int, history: list[torch.Tensor], stage_names: list[str],
             rank_raw=int(rank_raw[i]), rank_final=int(rank_final[i]),
             entropy_raw=float(entropy_raw[i]), entropy_final=float(entropy_final[i]),
             kept_count=int(kept_count[i]), stages=list(stage_names), candidates=candidates,
-            raw_logsumexp=float(lse[i])))
+            raw_logsumexp=float(lse[i]), stage_kept=stage_kept[i], prefix=int(depth[i]),
+            vocab_size=int(raw.shape[-1])))
     return traces
+
+
+def widest_cut(stages: list[torch.Tensor], source: torch.Tensor) -> torch.Tensor:
+    """``(rows, vocab)`` the widest kept set that a sampling stage cut below ``source``'s (the
+    stages only remove tokens, so it holds every later kept set); ``source``'s own where no
+    stage cut anything. Every stage's decision (a top-p after a top-k renormalises over the
+    top-k) is then made over recorded tokens."""
+    allowed = torch.isfinite(source)
+    total = allowed.sum(-1)
+    cut, best = allowed, torch.full_like(total, -1)
+    for scores in stages:
+        kept = torch.isfinite(scores)
+        count = kept.sum(-1)
+        wider = (count < total) & (count > best)
+        cut = torch.where(wider[:, None], kept, cut)
+        best = torch.where(wider, count, best)
+    return cut.float().log()                 # 0 where kept, -inf where cut
+
+
+def prefix_depth(source: torch.Tensor, final: torch.Tensor, top_n: int) -> torch.Tensor:
+    """``(rows,)`` how deep to record the ranking of ``source`` (the sampling stages' input):
+    one token past the least likely token of ``final`` (finite where kept), when that kept set
+    is narrower than ``source``'s and lies within its top ``EXACT_TOP_MAX``; else ``top_n``."""
+    vocab = source.shape[-1]
+    n = min(top_n, vocab)
+    deep = min(EXACT_TOP_MAX + 1, vocab)
+    order = torch.topk(source, deep, dim=-1).indices
+    kept_in_top = torch.isfinite(final.gather(1, order))                 # (rows, deep)
+    covered = kept_in_top.sum(-1) == torch.isfinite(final).sum(-1)
+    truncated = torch.isfinite(final).sum(-1) < torch.isfinite(source).sum(-1)
+    positions = torch.arange(1, deep + 1).expand_as(kept_in_top)
+    last = (positions * kept_in_top).max(-1).values                     # rank of the last kept
+    depth = torch.clamp(last + 1, max=deep)
+    return torch.where(covered & truncated, torch.clamp(depth, min=n), torch.full_like(depth, n))
 
 
 def _candidate_ids(raw_top: list[int], final_top: list[int], chosen: int,

@@ -51,6 +51,10 @@ class StepTrace:
     candidates: list[Candidate]
     raw_logsumexp: float     # log of the raw softmax normaliser: p = exp(logit - lse)
     extra: dict[str, Any] = field(default_factory=dict)  # strategy-specific data
+    # What the what-if needs to be exact (``decoding.whatif``; 0 / [] in traces made before):
+    stage_kept: list[int] = field(default_factory=list)  # full-vocabulary kept count per stage
+    prefix: int = 0          # every token ranked <= prefix by the sampling stages' input is a candidate
+    vocab_size: int = 0
 
     @property
     def chosen_candidate(self) -> Candidate | None:

@@ -1,19 +1,24 @@
 """What-if: re-run the sampling stages on one recorded step, without calling the model.
 
-A ``StepTrace`` keeps, for its top-N candidates, the probability after every stage. The
-penalties (repetition, frequency, DRY, the EOS bans, ...) come first in both processor orders,
-so the log-probabilities after the last of them are logits of the penalised distribution (up to
-a constant). ``whatif_step`` feeds those, as a ``(1, N)`` tensor, through the very stage
-functions the loop uses (``chain.build_chain`` → ``processors`` / ``samplers``), with other
-temperature / top-k / top-p / min-p / ... settings and either processor order.
+A ``StepTrace`` keeps, for its candidates, the probability after every stage. The penalties
+(repetition, frequency, DRY, the EOS bans, ...) come first in both processor orders, so the
+log-probabilities after the last of them are the distribution the sampling stages received.
+``whatif_step`` feeds those through the very stage functions the loop uses
+(``chain.build_chain`` → ``processors`` / ``samplers``), with other temperature / top-k / top-p /
+min-p / ... settings and either processor order.
 
-It works over the recorded top-N only, renormalised: the tokens outside it are unknown. Top-k,
-min-p and temperature depend only on logit differences among the kept tokens, so their kept sets
-are exact whenever the recorded tokens include everything they keep; top-p, typical, epsilon and
-eta measure probability mass and act as if the tail outside the top-N had none (``top_n_mass``
-says how much it really had); so do top-H, p-less and dynamic temperature, which measure
-entropy or Σp². XTC is random and is left out; adaptive-p starts from its initial average (the
-run's average at that step is in the step's ``extra``).
+Exact where the record reaches. The recorder keeps that input distribution's ranking down past
+the run's last kept token (``StepTrace.prefix``) and every stage's full-vocabulary kept count,
+so the unrecorded tail is known by its mass, its size and a bound (no tail token is more likely
+than the prefix's last). The what-if runs the chain over the candidates plus the tail twice,
+completed two extreme ways: spread evenly, and piled onto as few tokens as the bound allows.
+When neither completion keeps a tail token and both give every candidate the same final
+probability, the kept set and the final distribution do not depend on the tail: the result is
+exact (``extra["exact"]``), as with the run's own settings (a kept set inside the record).
+Otherwise it is approximate (the spread completion is shown). Traces made before the prefix was
+recorded are renormalised over their top-N, approximate unless that holds all the mass. XTC is
+random and is left out; adaptive-p starts from its initial average (the run's average at that
+step is in the step's ``extra``).
 """
 
 from __future__ import annotations
@@ -23,10 +28,15 @@ import math
 
 import torch
 
-from .chain import PENALTY_STAGES, SAMPLING_STAGES, Chain, StepContext, build_chain
+from .chain import SAMPLING_STAGES, Chain, StepContext, build_chain
 from .config import DecodingConfig
+from .recorder import input_stage_index
 from .stages import SPECS
 from .trace import Candidate, StepTrace
+
+# Two completions agree when every candidate's final probability is within this (float32
+# softmax over the 49k-token vocabulary).
+AGREE = 1e-6
 
 # Every knob of the sampling stages (from the stage registry; XTC is random and left out), and
 # the settings carried over from the run.
@@ -38,12 +48,7 @@ CARRIED_KNOBS = ("min_tokens_to_keep", "processor_order")
 def input_stage(step: StepTrace) -> int:
     """Index of the stage whose output the sampling stages received: the last of the leading
     penalty stages (0, ``raw``, when there are none)."""
-    index = 0
-    for j, name in enumerate(step.stages[1:], start=1):
-        if name not in PENALTY_STAGES:
-            break
-        index = j
-    return index
+    return input_stage_index(step.stages)
 
 
 def top_n_mass(step: StepTrace) -> float:
@@ -62,32 +67,32 @@ def whatif_config(recorded: dict, **changes) -> DecodingConfig:
 
 
 def whatif_step(step: StepTrace, config: DecodingConfig) -> StepTrace:
-    """``step`` re-run through ``config``'s sampling stages over its recorded candidates.
+    """``step`` re-run through ``config``'s sampling stages.
 
     Returns a ``StepTrace`` over the same candidates (raw order) whose first stage is the
     distribution the sampling stages received (``"raw"`` or ``"after <last penalty>"``),
-    renormalised over the candidates, followed by one stage per active sampling stage in
-    ``config.processor_order``. The chosen token stays the recorded one; ``kept_count`` counts
-    kept candidates.
+    followed by one stage per active sampling stage in ``config.processor_order``. The chosen
+    token stays the recorded one; ``kept_count`` counts every kept token, tail included.
+    ``extra``: ``exact`` (see the module docstring), ``tail_kept`` (tail tokens kept),
+    ``recorded_mass`` and ``whatif_input_stage``.
     """
     base = input_stage(step)
-    if base == 0:
-        values = [c.raw_logit for c in step.candidates]
-    else:
-        values = [math.log(c.probs[base]) if c.kept[base] and c.probs[base] > 0 else -math.inf
-                  for c in step.candidates]
-    scores = torch.tensor([values], dtype=torch.float32)
+    logp = _input_logprobs(step, base)
+    tails = tail_completions(step, base)
     chain = Chain(build_chain(config, eos_ids=[]))
-    ctx = StepContext(input_ids=torch.zeros((1, 0), dtype=torch.long), prompt_length=0,
-                      state=chain.start(1))
-    final, history, _ = chain.run(ctx, scores, record=True)
-    logprobs = [torch.log_softmax(h, dim=-1)[0] for h in history]
-    probs = torch.stack([lp.exp() for lp in logprobs], dim=1).tolist()      # (candidates, stages)
-    kept = torch.stack([torch.isfinite(h[0]) for h in history], dim=1).tolist()
+    runs = [_run(chain, logp, tail) for tail in tails]
+    logprobs, kept, tail_kept = runs[0]
+    n = len(step.candidates)
+    exact = all(t == 0 for _, _, t in runs) and all(
+        torch.allclose(r[0][-1][:n].exp(), logprobs[-1][:n].exp(), atol=AGREE, rtol=0) for r in runs[1:])
+    if not tails[0].numel() and step.vocab_size == 0:
+        exact = top_n_mass(step) >= 1 - AGREE          # an old trace that holds everything
+    probs = torch.stack([lp[:n].exp() for lp in logprobs], dim=1).tolist()   # (candidates, stages)
+    kept_flags = torch.stack([k[:n] for k in kept], dim=1).tolist()
     names = list(chain.names)
     names[0] = "raw" if base == 0 else f"after {step.stages[base]}"
     candidates = [dataclasses.replace(c, probs=p, kept=k)
-                  for c, p, k in zip(step.candidates, probs, kept)]
+                  for c, p, k in zip(step.candidates, probs, kept_flags)]
     chosen = next(i for i, c in enumerate(step.candidates) if c.token_id == step.token_id)
     return dataclasses.replace(
         step, stages=names, candidates=candidates,
@@ -95,7 +100,55 @@ def whatif_step(step: StepTrace, config: DecodingConfig) -> StepTrace:
         rank_raw=1 + sum(p[0] > probs[chosen][0] for p in probs),
         rank_final=1 + sum(p[-1] > probs[chosen][-1] for p in probs),
         entropy_raw=_entropy(logprobs[0]), entropy_final=_entropy(logprobs[-1]),
-        kept_count=int(torch.isfinite(final).sum()), extra={"whatif_input_stage": step.stages[base]})
+        kept_count=int(kept[-1].sum()),
+        extra={"whatif_input_stage": step.stages[base], "exact": bool(exact),
+               "tail_kept": tail_kept, "recorded_mass": top_n_mass(step)})
+
+
+def _input_logprobs(step: StepTrace, base: int) -> torch.Tensor:
+    """``(candidates,)`` log-probabilities of the candidates in the sampling stages' input."""
+    if base == 0 and step.vocab_size == 0:
+        return torch.tensor([c.raw_logit for c in step.candidates], dtype=torch.float64)
+    if base == 0:
+        return torch.tensor([c.raw_logit - step.raw_logsumexp for c in step.candidates],
+                            dtype=torch.float64)
+    return torch.tensor([math.log(c.probs[base]) if c.kept[base] and c.probs[base] > 0 else -math.inf
+                         for c in step.candidates], dtype=torch.float64)
+
+
+def tail_completions(step: StepTrace, base: int) -> list[torch.Tensor]:
+    """Log-probabilities of the unrecorded tokens still allowed in the sampling stages' input,
+    two extreme ways: ``[spread evenly, piled up to the bound]`` (empty when there is no tail or
+    the trace predates the recorded prefix)."""
+    if step.vocab_size == 0 or not step.stage_kept or step.prefix == 0:
+        return [torch.empty(0, dtype=torch.float64)]
+    inputs = sorted((c.probs[base] for c in step.candidates if c.kept[base]), reverse=True)
+    size = step.stage_kept[base] - len(inputs)
+    mass = max(0.0, 1.0 - sum(inputs))
+    if size <= 0 or mass <= 0.0:
+        return [torch.empty(0, dtype=torch.float64)]
+    # No tail token is more likely than the prefix's last (slightly less: ties at the cut stay
+    # with the recorded token, as the recorded run kept it and not an unrecorded one).
+    bound = inputs[min(step.prefix, len(inputs)) - 1] * (1 - 1e-9)
+    spread = torch.full((size,), mass / size, dtype=torch.float64)
+    full = min(size, int(mass // bound)) if bound > 0 else 0
+    piled = torch.full((size,), 1e-300, dtype=torch.float64)
+    piled[:full] = bound
+    if full < size:
+        piled[full] = mass - full * bound
+    return [spread.log(), piled.clamp_min(1e-300).log()]
+
+
+def _run(chain: Chain, logp: torch.Tensor, tail: torch.Tensor):
+    """The chain over candidates + tail: (log-softmax after every stage, kept flags after every
+    stage, tail tokens kept at the end)."""
+    scores = torch.cat([logp, tail])[None].to(torch.float32)
+    ctx = StepContext(input_ids=torch.zeros((1, 0), dtype=torch.long), prompt_length=0,
+                      state=chain.start(1))
+    final, history, _ = chain.run(ctx, scores, record=True)
+    logprobs = [torch.log_softmax(h.double(), dim=-1)[0] for h in history]
+    kept = [torch.isfinite(h[0]) for h in history]
+    return logprobs, kept, int(kept[-1][len(logp):].sum())
 
 
 def kept_tokens(step: StepTrace) -> list[Candidate]:

@@ -31,10 +31,12 @@ def test_whatif_starts_from_the_recorded_settings(sampled):
     assert at.number_input(key=sw.key("top_k")).value == 5
     assert at.radio(key=sw.key("processor_order")).value == "transformers"
     step = generation.steps[0]
-    kept = sum(c.kept[-1] for c in step.candidates)
-    assert metric(at, "kept (what-if)") == f"{kept} of {len(step.candidates)}"
-    assert any(i.value.startswith(f"Recomputed from the recorded top-{len(step.candidates)} tokens")
-               for i in at.info)
+    # the run's own settings reproduce the run: its kept count, its token's final probability
+    assert metric(at, "kept (what-if)") == str(step.kept_count) == "5"
+    assert metric(at, "recorded token: p final") == f"{step.prob_final:.1%}"
+    assert any(m.value.startswith(f"**Exact**: every token these settings keep is among the "
+                                  f"{len(step.candidates)} recorded tokens") for m in at.markdown)
+    assert any("newly kept: none  ·  newly removed: none" in c.value.lower() for c in at.caption)
 
 
 def test_whatif_knobs_change_the_kept_set_without_the_model(sampled):
@@ -44,18 +46,27 @@ def test_whatif_knobs_change_the_kept_set_without_the_model(sampled):
     at.number_input(key=sw.key("top_k")).set_value(2).run()
     assert not at.exception
     step = generation.steps[2]
-    assert metric(at, "kept (what-if)") == f"2 of {len(step.candidates)}"
+    assert metric(at, "kept (what-if)") == "2"
     at.slider(key=sw.key("top_p")).set_value(0.3)
     at.slider(key=sw.key("temperature")).set_value(0.5)
     at.radio(key=sw.key("processor_order")).set_value("llama.cpp").run()
     expected = whatif_step(step, whatif_config(generation.config, top_k=2, top_p=0.3, temperature=0.5,
                                                processor_order="llama.cpp"))
-    assert metric(at, "kept (what-if)") == f"{expected.kept_count} of {len(step.candidates)}"
+    assert metric(at, "kept (what-if)") == str(expected.kept_count)
     # min_new_tokens (a penalty stage) was recorded: the what-if starts after it
     assert any("what-if chain (llama.cpp order): after min_new_tokens → top_k → top_p → temperature"
                in c.value for c in at.caption)
     assert at.session_state[si.GENERATE_CALLS_KEY] == 1
     assert at.session_state[si.GENERATION_KEY] is generation
+
+
+def test_whatif_beyond_the_record_says_approximate(sampled):
+    at = sampled
+    at.number_input(key=sw.key("top_k")).set_value(0).run()        # off: the whole vocabulary
+    assert not at.exception
+    assert any(m.value.startswith("**Approximate**: they keep") for m in at.markdown)
+    at.number_input(key=sw.key("top_k")).set_value(3).run()
+    assert any(m.value.startswith("**Exact**") for m in at.markdown)
 
 
 def test_a_new_generation_resets_the_whatif_knobs(sampled):

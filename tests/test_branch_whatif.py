@@ -105,6 +105,74 @@ def test_whatif_config_carries_the_recorded_knobs_and_drops_xtc():
     assert config.processor_order == "llama.cpp"
 
 
+# --------------------------------------------------------------------------- exact what-if
+
+OWN_SETTINGS = [
+    dict(top_p=0.9),
+    dict(temperature=0.7, top_k=40, top_p=0.9),
+    dict(temperature=1.3, min_p=0.1),
+    dict(repetition_penalty=1.3, top_p=0.8),
+    dict(temperature=0.8, top_p=0.9, processor_order="llama.cpp"),
+]
+
+
+@pytest.mark.parametrize("settings", OWN_SETTINGS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
+def test_whatif_with_the_runs_own_settings_reproduces_the_run_exactly(tiny, settings):
+    gen = generate(tiny, "The cat", DecodingConfig(strategy="sample", max_new_tokens=6, seed=5,
+                                                   **settings))
+    for step in gen.steps:
+        again = whatif_step(step, whatif_config(gen.config))
+        assert again.extra["exact"] and again.extra["tail_kept"] == 0
+        assert kept_ids(again) == kept_ids(step)
+        assert again.kept_count == step.kept_count
+        assert [c.probs[-1] for c in again.candidates] == pytest.approx(
+            [c.probs[-1] for c in step.candidates], abs=1e-5)
+        assert again.prob_final == pytest.approx(step.prob_final, abs=1e-5)
+        # the input bar is the run's own probability, not renormalised over the candidates
+        j = input_stage(step)
+        assert [c.probs[0] for c in again.candidates] == pytest.approx(
+            [c.probs[j] for c in step.candidates], abs=1e-6)
+
+
+def test_the_record_covers_the_kept_set_and_stays_small_without_truncation(tiny):
+    sampled = generate(tiny, "The cat", DecodingConfig(strategy="sample", max_new_tokens=4, top_p=0.9,
+                                                       seed=1))
+    for step in sampled.steps:
+        assert len(kept_ids(step)) == step.kept_count == step.stage_kept[-1]
+        assert step.prefix > step.kept_count and step.vocab_size == tiny.vocab_size
+    greedy = generate(tiny, "The cat", DecodingConfig(max_new_tokens=4))
+    for step in greedy.steps:
+        assert step.prefix == 20 and len(step.candidates) <= 41
+
+
+def test_whatif_says_approximate_only_beyond_the_record(tiny):
+    gen = generate(tiny, "The cat", DecodingConfig(strategy="sample", max_new_tokens=3, top_p=0.5,
+                                                   seed=2))
+    step = gen.steps[0]
+    wider = whatif_step(step, whatif_config(gen.config, top_p=0.99))
+    assert not wider.extra["exact"] and wider.extra["tail_kept"] > 0
+    assert wider.kept_count == len(kept_ids(wider)) + wider.extra["tail_kept"]
+    # inside the record: a narrower nucleus, and top-k 5 at another temperature (its kept set
+    # and renormalised distribution use the kept tokens' logits only)
+    narrower = whatif_step(step, whatif_config(gen.config, top_p=0.3))
+    assert narrower.extra["exact"] and set(kept_ids(narrower)) <= set(kept_ids(step))
+    hot = whatif_step(step, whatif_config(gen.config, top_p=1.0, top_k=5, temperature=2.0))
+    assert hot.extra["exact"] and len(kept_ids(hot)) == 5
+    top5 = sorted(step.candidates, key=lambda c: -c.raw_logit)[:5]
+    expected = torch.softmax(torch.tensor([c.raw_logit for c in top5], dtype=torch.float64) / 2.0, -1)
+    by_id = {c.token_id: c.probs[-1] for c in hot.candidates}
+    assert [by_id[c.token_id] for c in top5] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_an_old_trace_without_the_prefix_is_renormalised_and_approximate():
+    step = hand_step(LOGITS)
+    step.candidates = step.candidates[:4]                  # a top-4 record of 8 tokens
+    result = whatif_step(step, whatif_config({}, top_p=0.9))
+    assert not result.extra["exact"]
+    assert sum(c.probs[0] for c in result.candidates) == pytest.approx(1.0)
+    assert whatif_step(hand_step(LOGITS), whatif_config({}, top_p=0.9)).extra["exact"]
+
+
 # --------------------------------------------------------------------------- branching
 
 def test_branching_to_the_chosen_token_reproduces_greedy(tiny):

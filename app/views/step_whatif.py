@@ -1,6 +1,7 @@
 """Step inspector, what-if panel: other sampling settings (temperature, top-k, top-p, min-p, and
 every other sampling stage of the registry) and either processor order for the selected step,
-recomputed from the recorded top-N (``decoding.whatif``); no model call. A fragment of its own,
+recomputed from the recorded step (``decoding.whatif``: exact where the record reaches, marked
+"approximate" beyond it); no model call. A fragment of its own,
 nested in the scrubber: moving a knob reruns only this panel."""
 
 from __future__ import annotations
@@ -69,6 +70,20 @@ def _tokens(candidates) -> str:
     return " ".join(f"‹{charts.visible_text(c.text)}›" for c in candidates) or "none"
 
 
+def exactness_note(step: StepTrace, result: StepTrace) -> str:
+    """One line: exact, or approximate and why (the settings reach past the recorded tokens)."""
+    recorded = len(step.candidates)
+    mass = result.extra.get("recorded_mass", top_n_mass(step))
+    if result.extra.get("exact"):
+        return (f"**Exact**: every token these settings keep is among the {recorded} recorded "
+                f"tokens ({mass:.1%} of the probability the sampling stages saw); no model call.")
+    beyond = result.extra.get("tail_kept", 0)
+    why = (f"they keep {beyond} tokens beyond the {recorded} recorded" if beyond else
+           f"the result depends on the tokens beyond the {recorded} recorded")
+    return (f"**Approximate**: {why} ({mass:.1%} of the probability the sampling stages saw); "
+            "the unrecorded rest is taken as spread evenly.")
+
+
 @st.fragment
 def whatif_panel(generation: Generation, step: StepTrace, top_n: int) -> None:
     st.subheader("What if: other sampling settings at this step")
@@ -79,18 +94,14 @@ def whatif_panel(generation: Generation, step: StepTrace, top_n: int) -> None:
         st.error(str(exc))
         return
     result = whatif_step(step, config)
-    mass = top_n_mass(step)
-    st.info(f"Recomputed from the recorded top-{len(step.candidates)} tokens only (they hold "
-            f"{mass:.1%} of the probability the sampling stages saw), renormalised; no model call. "
-            "Top-k, min-p and temperature are exact; top-p, typical, epsilon and eta act as if "
-            "the tokens outside the recorded top-N had no probability.")
+    st.markdown(exactness_note(step, result))
     recorded_chain = " → ".join(step.stages)
     st.caption(f"Recorded chain: {recorded_chain}  ·  what-if chain ({changes['processor_order']} "
                f"order): {' → '.join(result.stages)}")
     added, removed = kept_set_change(step, result)
-    recorded_kept = sum(c.kept[-1] for c in step.candidates)
+    recorded_kept = step.kept_count
     c = st.columns(3)
-    c[0].metric("kept (what-if)", f"{result.kept_count} of {len(result.candidates)}",
+    c[0].metric("kept (what-if)", f"{result.kept_count}",
                 delta=f"{result.kept_count - recorded_kept:+d} vs the run ({recorded_kept})",
                 delta_color="off", delta_arrow="off")
     c[1].metric("recorded token: p final", f"{result.prob_final:.1%}",
