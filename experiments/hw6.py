@@ -25,11 +25,11 @@ from alignment.data import load_stance_records
 from alignment.bootstrap import bootstrap_difference, by_prompt, excludes_zero
 from alignment.evaluate import Subject, judge_line, preference_accuracy
 from alignment.stance import StanceConfig, fit_stance_judge
-from alignment.train import TrainConfig
+from alignment.train import PRECISIONS, TrainConfig
 from decoding import DecodingConfig, load_model
 from decoding.models import LM
 from decoding.config import knob
-from decoding.errors import check_range
+from decoding.errors import check_range, out_of_range
 from decoding.io import write_json_atomic, write_text_atomic
 from decoding.specs import parse_specs
 
@@ -56,12 +56,17 @@ class Hw6Settings:
     learning_rate: float = knob(1e-3, "Learning rate of every adapter; 0 < learning_rate < 1, as "
                                 "TrainConfig requires (at TrainConfig's 1e-4 the ratio-0 and ratio-1 "
                                 "adapters answered like the base).")
+    precision: str = knob("auto", "Training arithmetic of every adapter (TrainConfig.precision): auto "
+                          "(bf16 autocast where the CPU has bfloat16 arithmetic), bf16 or fp32; run "
+                          "the study once with each to see what bf16 changes in the stance shift.")
     quick: bool = knob(False, "The few-minute version (set by --quick).")
 
     def __post_init__(self) -> None:
         kit.check_counts(self, ("pairs", "few_pairs", "epochs", "few_epochs", "test_prompts", "samples", "max_new_tokens"))
         check_range("seed", self.seed, 0, integer=True)
         kit.check_training_knobs(self, ("learning_rate",))
+        if self.precision not in PRECISIONS:
+            raise out_of_range("precision", self.precision, ", ".join(PRECISIONS))
 
     @classmethod
     def quick_settings(cls) -> "Hw6Settings":
@@ -96,7 +101,8 @@ def run_hw6(settings: Hw6Settings, root: str = "runs", model: str | None = None,
     with open_run(STUDY, root, params=settings.__dict__) as run:
         trained = {}
         for label, knobs in settings.runs().items():
-            config = TrainConfig(method="dpo", dataset="stance", seed=settings.seed, **knobs)
+            config = TrainConfig(method="dpo", dataset="stance", seed=settings.seed,
+                                 precision=settings.precision, **knobs)
             trained[label] = kit.train_into_run(run, label, config, base)
             run.progress(trained=list(trained))
         kit.note("fitting the stance judge")
@@ -249,10 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     p = kit.study_parser(STUDY, __doc__, "two small runs (ratio 0 vs 1), 4 prompts, short answers")
     kit.add_setting_flag(p, Hw6Settings, "samples", "--samples", int)
     kit.add_setting_flag(p, Hw6Settings, "learning_rate", "--lr")
+    kit.add_setting_flag(p, Hw6Settings, "precision", "--precision", str)
     args = p.parse_args(argv)
     settings = Hw6Settings.quick_settings() if args.quick else Hw6Settings()
-    changes = {k: v for k, v in (("samples", args.samples), ("learning_rate", args.learning_rate))
-               if v is not None}
+    changes = {k: getattr(args, k) for k in ("samples", "learning_rate", "precision")
+               if getattr(args, k) is not None}
     if changes:
         settings = replace(settings, **changes)
     run_hw6(settings, args.root, args.model)

@@ -59,7 +59,7 @@ def test_variance_split():
 
 
 def test_hw6_quick_on_the_tiny_model(tmp_path):
-    path = Path(hw6.run_hw6(TINY_HW6, str(tmp_path), base=tiny_lm(), stance_config=LOOSE))
+    path = Path(hw6.run_hw6(replace(TINY_HW6, precision="fp32"), str(tmp_path), base=tiny_lm(), stance_config=LOOSE))
     assert run_status(path) == "complete"
     rows = list(csv.DictReader((path / "summary.csv").open()))
     assert {r["model"] for r in rows} == {"base", "ratio1", "ratio0"}
@@ -68,7 +68,15 @@ def test_hw6_quick_on_the_tiny_model(tmp_path):
         assert (path / name).is_file(), name
     assert (path / "adapters" / "ratio0" / "adapter_meta.json").is_file()
     assert "(a) support_ratio 0 vs 1" in (path / "report.md").read_text()
-    assert "Training arithmetic: " in (path / "report.md").read_text()   # bf16 autocast or float32, said
+    assert "Training arithmetic: float32." in (path / "report.md").read_text()   # --precision fp32
+    meta = json.loads((path / "adapters" / "ratio0" / "adapter_meta.json").read_text())
+    assert meta["precision"] == "fp32"
+
+
+def test_hw6_refuses_an_unknown_precision_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(hw6, "load_model", lambda *a, **k: pytest.fail("loaded a model"))
+    assert app.cli.main(["experiment", "hw6", "--precision", "fp16", "--root", str(tmp_path)]) == 2
+    assert "precision='fp16' is out of range; allowed: auto, bf16, fp32" in capsys.readouterr().err
 
 
 def test_decoding_vs_alignment_quick_on_the_tiny_model(tmp_path):
