@@ -232,5 +232,44 @@ def _quality(run: dict[str, Any]) -> str:
     return held_text + ("" if margin is None else f"; {margin:+.2f}")
 
 
+def profile_training(config: TrainConfig, model: LM, rows: int = 25) -> str:
+    """Where the time of one of our runs goes: ``train(config)`` under ``torch.profiler`` (CPU
+    ops), the ``rows`` ops with the most self time. The profiler adds overhead, so read the
+    shares, not the seconds; fewer pairs (``data_size``) keep the trace small."""
+    from torch.profiler import ProfilerActivity, profile
+
+    scratch = Path(tempfile.mkdtemp(prefix="declab-profile-"))
+    try:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            train(config, scratch / "adapter", model=model, progress=False)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m alignment.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--methods", default="dpo,orpo", help="comma-separated (default dpo,orpo)")
+    parser.add_argument("--pairs", type=int, default=50, help="stance pairs (default 50)")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs (default 3)")
+    parser.add_argument("--no-variants", action="store_true", help="skip the shared-prompt and top-layers runs")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of the comparison: profile one of our runs per method (CPU ops by self time)")
+    args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    lm = load_model(device="cpu")
+    if args.profile:
+        for method in methods:
+            config = TrainConfig(method=method, dataset="stance", data_size=args.pairs, epochs=args.epochs)
+            print(f"{method}: {args.pairs} pairs x {args.epochs} epochs, ours\n"
+                  + profile_training(config, lm))
+        return 0
+    results = bench_training(args.pairs, args.epochs, methods, lm, variants={} if args.no_variants else None)
+    print(format_bench(results))
+    return 0
+
+
 if __name__ == "__main__":
-    print(format_bench(bench_training()))
+    raise SystemExit(main())

@@ -70,3 +70,17 @@ def test_training_entry_reports_both_sides_and_ratios(monkeypatch, bf16_cpu):
     assert "TRL plain" in table and "fp32/ours" in table
     assert [line.split()[0] for line in table.splitlines()[2:]] == ["dpo", "+", "+", "orpo", "+", "+"]
     assert "+ shared prompt" in table and "+ top layer" in table
+
+
+def test_profile_of_a_training_run_names_the_ops(tmp_path):
+    import json
+
+    from alignment.bench import profile_training
+    from alignment.train import TrainConfig
+
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps([{"id": i, "prompt": f"Is topic {i} good?", "support": "Yes.", "oppose": "No."}
+                                for i in range(4)]))
+    table = profile_training(TrainConfig(dataset=str(data), epochs=1, batch_size=2, threads=1, max_length=64),
+                             tiny_lm(), rows=10)
+    assert "Self CPU" in table and "aten::" in table
