@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -47,11 +46,12 @@ from decoding.diagnostics import rep_n
 from decoding.diagnostics.summary import main_text_loop
 from decoding.errors import DecodingLabError, check_range
 from decoding.models import ADAPTER_META, LM, attach_adapter
+from decoding.seeds import sample_seed
 from decoding.specs import StrategySpec, parse_specs
 
+from .bootstrap import Interval, bootstrap_difference, bootstrap_mean, by_prompt
 from .data import StanceRecord, load_stance_records
 from .scoring import sequence_logprobs, token_logprobs
-from .bootstrap import Interval, bootstrap_difference, bootstrap_mean, by_prompt
 from .stance import StanceConfig, StanceJudge, fit_stance_judge
 
 DEFAULT_DECODINGS = "greedy;sample:top_p=0.9;beam:num_beams=4"
@@ -161,16 +161,6 @@ class GenerationRecord:
 
 # Model rows per mixed batch: decodings and samples of a model share batches of this size.
 MIXED_ROWS = 64
-
-
-def sample_seed(run_seed: int, prompt_id: Any, sample: int) -> int:
-    """The sampling seed of sample ``sample`` of prompt ``prompt_id`` in a run seeded
-    ``run_seed``: a hash of the three, so different prompts (and samples) draw independent
-    random numbers while the run stays reproducible. (``seed + k`` for every prompt made
-    sample k of all prompts share one stream: at seed 0 four prompts' top-p answers opened
-    with the same sentence, and the prompts were no longer independent draws.)"""
-    digest = hashlib.sha256(f"{run_seed}\x00{prompt_id!r}\x00{sample}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 def generate_answers(lm: LM, label: str, items: Sequence[tuple[Any, str]],

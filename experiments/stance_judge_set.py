@@ -28,9 +28,10 @@ import json
 from pathlib import Path
 
 from alignment.data import load_stance_records
-from alignment.evaluate import Subject, load_subject, sample_seed
+from alignment.evaluate import Subject, load_subject
 from decoding import DecodingConfig, generate_mixed, load_model
 from decoding.io import write_text_atomic
+from decoding.seeds import sample_seed
 
 PROMPTS_FILE = Path(__file__).resolve().parent.parent / "alignment" / "datasets" / "stance_judge_prompts.json"
 # Judge prompts held out for the test split (two pro- and two con-framed pairs), beside all

@@ -9,7 +9,7 @@ import pytest
 
 from alignment.agreement import agreement, cohen_kappa, confusion, reliability
 from alignment.bootstrap import bootstrap_difference, bootstrap_mean, by_prompt, excludes_zero
-from alignment.evaluate import sample_seed
+from decoding.seeds import sample_seed
 from decoding.errors import ConfigError
 
 CLASSES = ("support", "oppose", "neutral")

@@ -232,10 +232,16 @@ def test_greedy_and_sampling_strategies_share_batches_prompt_by_prompt(tiny):
         [("beam-4", "news-x")], [("beam-4", "story-x")], [("beam-4", "chat-x")]]
     # every item gets the tokens its strategy gives the prompt alone
     batch = plan[0]
-    sequences = study.generate_group(tiny, [(s, t) for s, _, t in batch.items], batch.chat)
-    for (strategy, prompt, text), seq in zip(batch.items, sequences):
-        alone = generate(tiny, text, strategy.config, chat=False, trace=False).sequences[0]
+    configs = [study.item_config(s, p.id) for s, p, _ in batch.items]
+    sequences = study.generate_group(tiny, [(c, t) for c, (_, _, t) in zip(configs, batch.items)], batch.chat)
+    for config, (strategy, prompt, text), seq in zip(configs, batch.items, sequences):
+        alone = generate(tiny, text, config, chat=False, trace=False).sequences[0]
         assert seq.token_ids == alone.token_ids
+    # sampling strategies draw from each prompt's own seed; greedy ones keep theirs
+    items = [item for b in plan for item in b.items]
+    top_p = [study.item_config(s, p.id).seed for s, p, _ in items if s.label == "top-p 0.9"]
+    assert len(top_p) == 3 and len(set(top_p)) == 3
+    assert all(study.item_config(s, p.id).seed == 0 for s, p, _ in items if s.label == "greedy")
 
 
 def test_identical_strategies_are_grouped():

@@ -34,6 +34,7 @@ from decoding.errors import DecodingLabError, check_range
 from decoding.io import write_json_atomic
 from decoding.models import LM
 from decoding.prompts import Prompt, PromptSet, load_prompt_set
+from decoding.seeds import sample_seed
 from decoding.trace import SequenceResult
 
 from ..runs import open_run
@@ -85,12 +86,22 @@ class DegenerationSettings:
 
 # ---------------------------------------------------------------------- generation
 
-def generate_group(lm: LM, items: list[tuple[StudyStrategy, str]],
+def item_config(strategy: StudyStrategy, prompt_id: str) -> DecodingConfig:
+    """The strategy's config for one prompt: sampling strategies draw from the prompt's own
+    seed (``decoding.seeds.sample_seed`` of the run seed and the prompt id), so prompts are
+    independent draws."""
+    config = strategy.config
+    if config.strategy in ("sample", "mirostat"):
+        return config.replace(seed=sample_seed(config.seed, prompt_id, 0))
+    return config
+
+
+def generate_group(lm: LM, items: list[tuple[DecodingConfig, str]],
                    chat: bool) -> list[SequenceResult]:
-    """The first returned sequence of every (strategy, prompt text) item, generated as one mixed
+    """The first returned sequence of every (config, prompt text) item, generated as one mixed
     batch (untraced): greedy and sampling strategies share the loop, each row with its own
     chain; beam and contrastive items run as batches of their own strategy."""
-    gens = decoding.generate_mixed(lm, [(text, s.config) for s, text in items], chat=chat,
+    gens = decoding.generate_mixed(lm, [(text, config) for config, text in items], chat=chat,
                                    trace=False)
     return [g.sequences[0] for g in gens]
 
@@ -143,6 +154,7 @@ def generation_record(strategy: StudyStrategy, prompt: Prompt, seq: SequenceResu
         "category": prompt.category, "mode": prompt.mode, "prompt": prompt.text,
         "text": seq.text, "token_ids": list(seq.token_ids), "n_tokens": len(ids),
         "finish_reason": seq.finish_reason, "eos": seq.finish_reason == "eos",
+        "seed": item_config(strategy, prompt.id).seed if strategy.config.strategy in ("sample", "mirostat") else None,
         "sum_logprob": seq.sum_logprob, "n_scored": len(seq.token_ids),
         "holtzman_repetition": bool(ids) and holtzman_repetition(ids),
         "loop_period": loop.period if looping else None,
@@ -267,7 +279,7 @@ def run_degeneration(lm: LM | None = None, prompts: PromptSet | None = None,
             with open(run.file("results.jsonl"), "a", encoding="utf-8") as out:
                 for batch in plan:
                     t0 = time.perf_counter()
-                    sequences = generate_group(lm, [(s, text) for s, _, text in batch.items],
+                    sequences = generate_group(lm, [(item_config(s, p.id), text) for s, p, text in batch.items],
                                                batch.chat)
                     elapsed = time.perf_counter() - t0
                     for (strategy, prompt, _), seq in zip(batch.items, sequences):
