@@ -199,7 +199,7 @@ def stage_frame(step: StepTrace, top_n: int | None = None) -> pd.DataFrame:
     first, this token included (top-p keeps tokens up to the first whose cum_prob_in >= p).
     order: position in raw-probability order (the shared row order of the chart).
     """
-    candidates = select_candidates(step, top_n)
+    candidates = sorted(select_candidates(step, top_n), key=lambda c: -c.probs[0])  # stable: ties keep record order
     labels = _labels(candidates)
     rows = []
     for j, stage in enumerate(step.stages):
@@ -272,6 +272,11 @@ def stage_chart_data(frame: pd.DataFrame, top_p: float | None = None,
     # panels wrap into columns.)
     data["panel"] = [f"{j:02d}|{title}" for j, title in zip(data["stage_index"], data["stage_title"])]
     data["x_room"] = max(float(data["shown"].max()), 1e-6) * 1.3
+    # The row key carries its rank ("007 the"); the y axis sorts the keys as text and shows the
+    # part after the rank. Sorting by an aggregate of ``order`` instead goes stale when
+    # Streamlit swaps the data of the drawn chart (scrubbing): Vega keeps the old position of
+    # every token present in both steps, so a 37.8% bar could stay below a 1.1% one.
+    data["row"] = [f"{order:03d} {token}" for order, token in zip(data["order"], data["token"])]
     data["crossing"] = False
     data["cut_label"] = ""
     if top_p is not None and (data["stage"] == "top_p").any():
@@ -296,9 +301,9 @@ def stage_chart_spec(columns: int = 4) -> dict:
     ``app/bench_browser.py``). Written as a plain dict: building it through Altair took
     ~130 ms (encoding inference and schema validation) on the 2-core development machine.
     """
-    y = {"field": "token", "sort": {"field": "order", "op": "min"}, "title": None, "type": "nominal"}
-    band_y = {**y, "bandPosition": 1}
-    band_y.pop("title")
+    y = {"field": "row", "sort": "ascending", "title": None, "type": "nominal",
+         "axis": {"labelExpr": "substring(datum.label, 4)"}}
+    band_y = {"field": "row", "sort": "ascending", "type": "nominal", "bandPosition": 1}
     bars = {"mark": {"type": "bar"}, "encoding": {
         "color": {"field": "status", "legend": {"orient": "top"}, "title": None, "type": "nominal",
                   "scale": {"domain": list(STATUS_COLOURS), "range": list(STATUS_COLOURS.values())}},
@@ -316,6 +321,7 @@ def stage_chart_spec(columns: int = 4) -> dict:
               "field": "shown", "title": "probability", "scale": {"nice": False, "zero": True},
               "type": "quantitative"},
         "y": y}}
+    y = {"field": "row", "sort": "ascending", "type": "nominal"}      # the layers share the axis
     labels = {"mark": {"type": "text", "align": "left", "dx": 3, "fontSize": FONT_SIZE - 3}, "encoding": {
         "opacity": {"condition": {"test": "datum.kept", "value": 1.0}, "value": 0.5},
         "text": {"field": "shown", "format": ".1%", "type": "quantitative"},

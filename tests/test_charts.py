@@ -235,3 +235,62 @@ def test_panels_sort_in_chain_order_when_the_names_do_not():
     step.stages = ["raw", "top_p", "temperature"]
     data = charts.stage_chart_data(charts.stage_frame(step), titles={"temperature": "temperature = 1.5"})
     assert [p.split("|")[1] for p in sorted(set(data["panel"]))] == ["raw", "top_p", "temperature = 1.5"]
+
+
+# ---------------------------------------------------------------------- scrubbing a top-p run
+
+def nucleus_step(index: int, probs: dict[str, float], top_p: float = 0.9) -> StepTrace:
+    """A top-p step over ``probs`` (token -> raw probability, given in any order): the nucleus
+    is the most likely tokens up to the first whose cumulative mass reaches ``top_p``."""
+    ranked = sorted(probs, key=lambda t: -probs[t])
+    nucleus, mass = [], 0.0
+    for token in ranked:
+        nucleus.append(token)
+        mass += probs[token]
+        if mass >= top_p:
+            break
+    candidates = [Candidate(ord(t[0]), t, 0.0, [p, p / mass if t in nucleus else 0.0],
+                            [True, t in nucleus]) for t, p in probs.items()]
+    chosen = candidates[0]
+    return StepTrace(step=index, token_id=chosen.token_id, token_text=chosen.text,
+                     prob_raw=chosen.probs[0], prob_final=chosen.probs[1], logprob_raw=0.0,
+                     rank_raw=1, rank_final=1, entropy_raw=1.0, entropy_final=1.0,
+                     kept_count=len(nucleus), stages=["raw", "top_p"], candidates=candidates,
+                     raw_logsumexp=0.0)
+
+
+# The unicorn run's shape: a token on top at one step sinks at the next (and comes back).
+SCRUB = [
+    {"a": 0.378, "b": 0.30, "c": 0.20, "d": 0.08, "e": 0.011, "f": 0.031},
+    {"e": 0.011, "d": 0.378, "a": 0.05, "b": 0.02, "c": 0.5, "f": 0.041},
+    {"f": 0.25, "a": 0.011, "b": 0.45, "c": 0.10, "d": 0.15, "e": 0.039},
+]
+
+
+@pytest.mark.parametrize("probs", SCRUB)
+def test_top_p_chart_rows_sort_by_probability_at_every_step(probs):
+    step = nucleus_step(0, probs)
+    data = charts.stage_chart_data(charts.stage_frame(step), top_p=0.9)
+    for stage in ("raw", "top_p"):
+        rows = data[data["stage"] == stage].sort_values("row")       # the axis' text sort
+        assert list(rows["token"]) == sorted(probs, key=lambda t: -probs[t])
+        assert [r[4:] for r in rows["row"]] == list(rows["token"])    # the label after the rank
+    # the dashed line sits under the last token of the nucleus, at its rank
+    crossing = data[data["crossing"]]
+    assert list(crossing["stage"]) == ["top_p"]
+    assert int(crossing["row"].iloc[0][:3]) == step.kept_count - 1
+    assert crossing["token"].iloc[0] == sorted(probs, key=lambda t: -probs[t])[step.kept_count - 1]
+
+
+def test_the_row_order_is_in_the_data_not_in_an_aggregate_sort():
+    """Scrubbing swaps the chart's data: a sort by an aggregate of another field kept the old
+    order of the tokens present at both steps (issue 17), the row key itself must carry it."""
+    spec = charts.stage_chart_spec()
+    for layer in spec["spec"]["layer"]:
+        y = layer["encoding"]["y"]
+        assert y["field"] == "row" and y["sort"] == "ascending"
+    first, later = (charts.stage_chart_data(charts.stage_frame(nucleus_step(i, p)), top_p=0.9)
+                    for i, p in ((0, SCRUB[0]), (5, SCRUB[1])))
+    key_a = {r: t for r, t in zip(first["row"], first["token"])}
+    assert [k for k, t in key_a.items() if t == "a"] == ["000 a"]
+    assert "000 a" not in set(later["row"]) and "002 a" in set(later["row"])
