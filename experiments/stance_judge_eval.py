@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from alignment.agreement import agreement, format_agreement
+from alignment.bootstrap import bootstrap_mean
 from alignment.stance import (LABELS, StanceConfig, decide, validate, features_of, fit_model, grouped_folds, judge_layers,
                               row_weights, training_rows)
 from decoding import load_model
@@ -91,8 +92,23 @@ def tuned(lm: LM, config: StanceConfig) -> tuple[StanceConfig, dict]:
     return best, variant_probabilities(lm, best, False, data)
 
 
+def recall_intervals(rows, p, config: StanceConfig) -> dict[str, list[float]]:
+    """95 % bootstrap intervals over prompts of each class's recall (answers nested in prompts)."""
+    labels = decide(p, config)
+    out = {}
+    for c in LABELS:
+        groups: dict = {}
+        for r, lab in zip(rows, labels):
+            if r.label == c:
+                groups.setdefault(r.prompt_id, []).append(float(lab == c))
+        if groups:
+            ci = bootstrap_mean(list(groups.values()))
+            out[c] = [ci.low, ci.high]
+    return out
+
+
 def score(rows, p, config: StanceConfig) -> dict:
-    return validate(rows, p, config)
+    return {**validate(rows, p, config), "recall_ci": recall_intervals(rows, p, config)}
 
 
 def abstaining_labels(a: list[str], b: list[str]) -> list[str]:
@@ -136,14 +152,17 @@ def report_text(results: dict[str, dict]) -> str:
     lines = ["# Stance judge: agreement with readers on generated answers", "",
              "Each judge is fitted on the reference answers and the labelled dev split, and scored on the "
              "labelled test split (prompts it never saw). `neutral->side` is the share of answers a reader "
-             "called neutral that the judge assigned a side. Dev: grouped 5-fold cross-validation by prompt.", ""]
+             "called neutral that the judge assigned a side. Dev: grouped 5-fold cross-validation by prompt. "
+             "Recall intervals: 95 % bootstrap over prompts, answers nested.", ""]
     for split in ("test", "dev"):
         lines += [f"## {split} split", "", "| judge | n | accuracy | recall support | recall oppose | recall neutral "
                   "| macro-F1 | κ | neutral->side | neutral->side at P>=0.75 | ECE |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, r in results.items():
             a = r[split]
-            rec = [a["recall"].get(c) for c in LABELS]
-            cells = " | ".join("-" if v is None else f"{v:.2f}" for v in rec)
+            ci = a.get("recall_ci", {})
+            cells = " | ".join("-" if a["recall"].get(c) is None else
+                               f"{a['recall'][c]:.2f}" + (f" [{ci[c][0]:.2f}–{ci[c][1]:.2f}]" if c in ci else "")
+                               for c in LABELS)
             side, sure = a.get("neutral_called_side"), a.get("neutral_called_side_confident")
             lines.append(f"| {name} | {a['n']} | {a['accuracy']:.2f} | {cells} | {a['macro_f1']:.2f} | "
                          f"{a['kappa']:.2f} | {'-' if side is None else f'{side:.2f}'} | "
