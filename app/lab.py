@@ -28,9 +28,20 @@ from app.views import train_adapter  # noqa: E402
 from app.views import alignment_decoding  # noqa: E402
 from decoding import help_text  # noqa: E402
 
+STEP_INSPECTOR = st.Page(step_inspector.render, title="Step inspector", icon=":material/footprint:",
+                         url_path="step-inspector")
+
+
+def open_first_page() -> None:
+    """The root URL: go to the Step inspector under its own address. (``st.navigation`` serves
+    its default page at "/" only, so a default Step inspector did not open at /step-inspector.)"""
+    st.switch_page(STEP_INSPECTOR)
+
+
 PAGES = [
-    st.Page(step_inspector.render, title="Step inspector", icon=":material/footprint:",
-            url_path="step-inspector", default=True),
+    st.Page(open_first_page, title="Decoding Lab", url_path="start", default=True,
+            visibility="hidden"),
+    STEP_INSPECTOR,
     st.Page(compare.render, title="Compare decodings", icon=":material/compare:", url_path="compare"),
     st.Page(repetition.render, title="Repetition lab", icon=":material/repeat:", url_path="repetition"),
     st.Page(beam_explorer.render, title="Beam explorer", icon=":material/account_tree:", url_path="beam-explorer"),

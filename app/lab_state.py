@@ -27,6 +27,10 @@ NO_ADAPTER = "(none)"
 
 EMBEDDED_LABEL = "embedded SmolLM2-135M-Instruct"
 
+# The prompt last typed on any page (not a widget key: Streamlit drops the state of widgets a
+# run does not draw, and each page draws its own prompt box).
+SHARED_PROMPT_KEY = "lab.prompt"
+
 
 @dataclass(frozen=True)
 class LabSettings:
@@ -110,6 +114,48 @@ def use_picked_adapter() -> None:
     """Callback of the "Trained adapters" box: copy the pick into the Adapter field."""
     picked = st.session_state.get(ADAPTER_PICK_KEY)
     st.session_state[ADAPTER_KEY] = "" if picked in (None, NO_ADAPTER) else picked
+
+
+# ---------------------------------------------------------------------- state across pages
+
+def prompt_box(key: str, label: str = "Prompt", **kwargs) -> str:
+    """A page's prompt box, shared by every page: it opens with the prompt last typed on any
+    page, and typing in it updates that prompt (``persist_state``: its own value also survives
+    leaving the page)."""
+    shared = st.session_state.get(SHARED_PROMPT_KEY)
+    if shared is not None and st.session_state.get(key) != shared:
+        st.session_state[key] = shared
+    return st.text_area(label, key=key, on_change=_share_prompt, args=(key,),
+                        persist_state="session", **kwargs)
+
+
+def _share_prompt(key: str) -> None:
+    st.session_state[SHARED_PROMPT_KEY] = st.session_state[key]
+
+
+def run_inputs(prompt: str, knobs: dict) -> dict:
+    """What a page's result depends on: its prompt and knobs, and the sidebar's settings."""
+    current = settings()
+    return {"prompt": prompt, **knobs, "model": current.model, "adapter": current.adapter,
+            "chat": current.chat, "seed": current.seed}
+
+
+def changed_inputs(produced: dict | None, now: dict) -> list[str]:
+    """The inputs whose value differs between the run that produced a result and the page's
+    current settings (all of them when the result's inputs are unknown)."""
+    if produced is None:
+        return sorted(now)
+    return [name for name in dict.fromkeys([*produced, *now]) if produced.get(name) != now.get(name)]
+
+
+def stale_warning(produced: dict | None, now: dict, action: str = "Generate") -> bool:
+    """A warning above a result that other settings produced (naming what changed); True when
+    the result is stale. A page never shows a result as if the current settings made it."""
+    changed = changed_inputs(produced, now)
+    if changed:
+        st.warning(f"The result below was produced with other settings ({', '.join(changed)} "
+                   f"changed since). {action} again to update it.")
+    return bool(changed)
 
 
 def traced_generation(prompt: str, knobs: dict, spinner: str = "Generating…",

@@ -33,8 +33,17 @@ def open_page(url_path: str, monkeypatch, tiny: bool = True, timeout: float = 60
     else:
         monkeypatch.delenv(lab_state.TINY_MODEL_ENV, raising=False)
     at = AppTest.from_string(ENTRY, default_timeout=timeout).run()
-    pages = {info.get("url_pathname"): page_hash
-             for page_hash, info in at._registered_pages.items()}
+    return switch_page(at, url_path)
+
+
+def page_urls(at: AppTest) -> dict[str, str]:
+    """url_path → page hash of every page ``st.navigation`` registered."""
+    return {info.get("url_pathname"): page_hash for page_hash, info in at._registered_pages.items()}
+
+
+def switch_page(at: AppTest, url_path: str) -> AppTest:
+    """The same session (its session state) moved to the page under ``url_path``."""
+    pages = page_urls(at)
     assert url_path in pages, f"no page {url_path!r} in {sorted(map(str, pages))}"
     at._page_hash = pages[url_path]
     return at.run()

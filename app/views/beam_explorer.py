@@ -20,6 +20,7 @@ GROUPS_KEY = K + "num_beam_groups"
 DIVERSITY_KEY = K + "diversity_penalty"
 GENERATE_KEY = K + "generate"
 GENERATION_KEY = K + "generation"
+INPUTS_KEY = K + "inputs"     # what produced the generation (lab_state.run_inputs)
 DECODED_KEY = K + "decoded"   # token id → text of the finished hypotheses' last tokens
 
 MAX_TREE_TOKENS = 24  # more steps than this make a tree nobody can read on a slide
@@ -30,8 +31,12 @@ def run_beam_search(prompt: str, knobs: dict) -> None:
         prompt, {"strategy": "beam", "num_return_sequences": knobs["num_beams"], **knobs},
         spinner="Beam search…")
     if result is None:
+        # Never leave the previous result under the new error (issue 17).
+        for key in (GENERATION_KEY, INPUTS_KEY, DECODED_KEY):
+            st.session_state.pop(key, None)
         return
     lm, generation = result
+    st.session_state[INPUTS_KEY] = lab_state.run_inputs(prompt, knobs)
     finished = [f for step in generation.beam_steps for f in step.finished]
     st.session_state[GENERATION_KEY] = generation
     st.session_state[DECODED_KEY] = {
@@ -74,24 +79,24 @@ def render() -> None:
     st.title("Beam explorer")
     st.caption("Beam search keeps the best partial hypotheses at every step. Watch which survive, "
                "which are pruned, and how length normalisation ranks the finished ones.")
-    prompt = st.text_area("Prompt", key=PROMPT_KEY, height=80, placeholder="The old map showed")
+    prompt = lab_state.prompt_box(PROMPT_KEY, height=80, placeholder="The old map showed")
     c = st.columns(4)
     with c[0]:
         max_new_tokens = st.number_input("max_new_tokens", 1, MAX_TREE_TOKENS, 6,
-                                         key=MAX_NEW_TOKENS_KEY, help=help_text("max_new_tokens"))
+                                         key=MAX_NEW_TOKENS_KEY, help=help_text("max_new_tokens"), persist_state="session")
     with c[1]:
         num_beams = st.number_input("num_beams", 1, 8, 3, key=NUM_BEAMS_KEY,
-                                    help=help_text("num_beams"))
+                                    help=help_text("num_beams"), persist_state="session")
     with c[2]:
         length_penalty = st.slider("length_penalty", -2.0, 3.0, 1.0, 0.1, key=LENGTH_PENALTY_KEY,
-                                   help=help_text("length_penalty"))
+                                   help=help_text("length_penalty"), persist_state="session")
     with c[3]:
         early_stopping = st.selectbox("early_stopping", [False, True, "never"],
-                                      key=EARLY_STOPPING_KEY, help=help_text("early_stopping"))
+                                      key=EARLY_STOPPING_KEY, help=help_text("early_stopping"), persist_state="session")
     d = st.columns(4)
     with d[0]:
         groups = st.number_input("num_beam_groups", 1, 8, 1, key=GROUPS_KEY,
-                                 help=help_text("num_beam_groups"))
+                                 help=help_text("num_beam_groups"), persist_state="session")
     with d[1]:
         diversity = knobs_ui.knob_control("diversity_penalty", DIVERSITY_KEY, 0.0)
     knobs = dict(max_new_tokens=int(max_new_tokens), num_beams=int(num_beams),
@@ -102,6 +107,8 @@ def render() -> None:
     generation = st.session_state.get(GENERATION_KEY)
     if generation is not None:
         st.divider()
+        lab_state.stale_warning(st.session_state.get(INPUTS_KEY), lab_state.run_inputs(prompt, knobs),
+                                action="Run beam search")
         cfg = generation.config
         st.caption(f"{generation.model} · num_beams {cfg['num_beams']} · length_penalty "
                    f"{cfg['length_penalty']:g} · early_stopping {cfg['early_stopping']} · groups "

@@ -70,7 +70,13 @@ def run_comparison(prompt: str, specs_text: str, max_new_tokens: int, ignore_eos
     finally:
         progress.empty()
     st.session_state[RESULT_KEY] = {"rows": rows, "prompt": prompt, "chat": current.chat,
-                                    "model": lm.name}
+                                    "model": lm.name,
+                                    "inputs": compare_inputs(prompt, specs_text, max_new_tokens, ignore_eos)}
+
+
+def compare_inputs(prompt: str, specs_text: str, max_new_tokens: int, ignore_eos: bool) -> dict:
+    return lab_state.run_inputs(prompt, {"decoding configs": specs_text,
+                                         "max_new_tokens": max_new_tokens, "ignore_eos": ignore_eos})
 
 
 def show_result(result: dict) -> None:
@@ -110,25 +116,28 @@ def render() -> None:
     st.title("Compare decodings")
     st.caption(f"One prompt, up to {MAX_CONFIGS} decoding configs side by side. A config is a "
                "strategy spec such as `sample:top_p=0.9,temperature=0.7`, one per line.")
-    prompt = st.text_area("Prompt", key=PROMPT_KEY, height=90,
-                          placeholder="The old map showed")
+    prompt = lab_state.prompt_box(PROMPT_KEY, height=90, placeholder="The old map showed")
     left, right = st.columns([3, 2])
     with left:
         if SPECS_KEY not in st.session_state:
             st.session_state[SPECS_KEY] = DEFAULT_SPECS
         specs_text = st.text_area("Decoding configs (one spec per line)", key=SPECS_KEY,
-                                  height=170, help=syntax_help())
+                                  height=170, help=syntax_help(), persist_state="session")
     with right:
         st.selectbox("Preset", list(PRESETS), key=PRESET_KEY,
-                     help="The degeneration study's strategies.")
+                     help="The degeneration study's strategies.", persist_state="session")
         st.button("Add preset", key=ADD_PRESET_KEY, on_click=_add_preset)
         max_new_tokens = st.number_input("max_new_tokens", 1, 512, 48, key=MAX_NEW_TOKENS_KEY,
                                          help=help_text("max_new_tokens") + " Default for every "
-                                         "config; a spec may set its own.")
-        ignore_eos = st.checkbox("ignore_eos", key=IGNORE_EOS_KEY, help=help_text("ignore_eos"))
+                                         "config; a spec may set its own.", persist_state="session")
+        ignore_eos = st.checkbox("ignore_eos", key=IGNORE_EOS_KEY, help=help_text("ignore_eos"), persist_state="session")
     if st.button("Compare", type="primary", key=RUN_KEY):
+        st.session_state.pop(RESULT_KEY, None)      # no old result under a new error (issue 17)
         run_comparison(prompt, specs_text, int(max_new_tokens), ignore_eos)
     result = st.session_state.get(RESULT_KEY)
     if result is not None:
         st.divider()
+        lab_state.stale_warning(result.get("inputs"),
+                                compare_inputs(prompt, specs_text, int(max_new_tokens), ignore_eos),
+                                action="Compare")
         show_result(result)

@@ -32,7 +32,8 @@ def knob_control(name: str, key: str, value: Any = None, note: str = "") -> Any:
     """The slider or number box of config field ``name`` (its registry range); returns the value
     for the config. ``value``: the initial value (None: the one in session state)."""
     knob = KNOBS[name]
-    kwargs: dict[str, Any] = {"key": key, "help": help_text(name) + note}
+    # persist_state: the value survives leaving the page and coming back (issue 17).
+    kwargs: dict[str, Any] = {"key": key, "help": help_text(name) + note, "persist_state": "session"}
     if value is not None:
         kwargs["value"] = control_value(name, value)
     if knob.number:

@@ -46,7 +46,7 @@ def probability_sliders(tab: str) -> dict[str, float]:
     for column, name in zip(c, PROBS):
         with column:
             values[name] = st.slider(name, 0.001, 1.0, PROB_DEFAULTS[name], 0.001, format="%.3f",
-                                     key=prob_key(tab, name), help=H[name])
+                                     key=prob_key(tab, name), help=H[name], persist_state="session")
     return values
 
 
@@ -56,10 +56,10 @@ def bradley_terry() -> None:
     st.latex(r"P(y_i \succ y_j) = \frac{r_i}{r_i + r_j} \quad\text{or}\quad \sigma(r_i - r_j)")
     c = st.columns([3, 2])
     with c[0]:
-        ratings = st.text_input("Ratings r(x, y_i)", "1, 1, 2", key=BT_RATINGS_KEY, help=H["ratings"])
+        ratings = st.text_input("Ratings r(x, y_i)", "1, 1, 2", key=BT_RATINGS_KEY, help=H["ratings"], persist_state="session")
     with c[1]:
         form = st.radio("Form", ["strength", "logistic"], horizontal=True, key=BT_FORM_KEY,
-                        help=H["form"])
+                        help=H["form"], persist_state="session")
     table = pm.bradley_terry_table(cp.parse_numbers("ratings", ratings), form)
     left, right = st.columns([1, 1])
     with left:
@@ -77,10 +77,10 @@ def maxmin() -> None:
     c = st.columns([3, 2])
     with c[0]:
         text = st.text_area("Ratings per group (one group per line)", "1, 1, 2\n2, 1, 1\n1, 2, 1.5",
-                            key=MM_RATINGS_KEY, help=H["group_ratings"], height=110)
+                            key=MM_RATINGS_KEY, help=H["group_ratings"], height=110, persist_state="session")
     with c[1]:
         utility = st.radio("Utility", ["rating", "share"], horizontal=True, key=MM_UTILITY_KEY,
-                           help=H["utility"])
+                           help=H["utility"], persist_state="session")
     result = pm.maxmin_choice(cp.parse_groups(text), utility)
     st.dataframe(cp.maxmin_frame(result), hide_index=True)
     chosen = ", ".join(cp.response_names(len(result.worst_case))[i] for i in result.chosen)
@@ -92,9 +92,9 @@ def reward_model() -> None:
     st.latex(r"\mathcal{L}_R = -\log \sigma\big(r(x, y_w) - r(x, y_l)\big)")
     c = st.columns(2)
     with c[0]:
-        r_w = st.slider("r_chosen", -5.0, 5.0, 1.0, 0.1, key=RM_CHOSEN_KEY, help=H["r_chosen"])
+        r_w = st.slider("r_chosen", -5.0, 5.0, 1.0, 0.1, key=RM_CHOSEN_KEY, help=H["r_chosen"], persist_state="session")
     with c[1]:
-        r_l = st.slider("r_rejected", -5.0, 5.0, 0.0, 0.1, key=RM_REJECTED_KEY, help=H["r_rejected"])
+        r_l = st.slider("r_rejected", -5.0, 5.0, 0.0, 0.1, key=RM_REJECTED_KEY, help=H["r_rejected"], persist_state="session")
     result = pm.reward_model_loss(r_w, r_l)
     metrics([("margin r_w − r_l", result.margin), ("P(y_w ≻ y_l)", result.p_chosen),
              ("loss", result.loss)])
@@ -104,7 +104,7 @@ def dpo() -> None:
     st.latex(r"\mathcal{L}_{DPO} = -\log\sigma\Big(\beta\log\frac{\pi_\theta(y_w|x)}{\pi_{ref}(y_w|x)}"
              r" - \beta\log\frac{\pi_\theta(y_l|x)}{\pi_{ref}(y_l|x)}\Big)")
     probs = probability_sliders("dpo")
-    beta = st.slider("β", 0.01, 5.0, 0.1, 0.01, key=DPO_BETA_KEY, help=H["beta"])
+    beta = st.slider("β", 0.01, 5.0, 0.1, 0.01, key=DPO_BETA_KEY, help=H["beta"], persist_state="session")
     result = pm.dpo_loss(**probs, beta=beta)
     metrics([("chosen reward", result.chosen_reward), ("rejected reward", result.rejected_reward),
              ("margin", result.margin), ("loss", result.loss)])
@@ -120,13 +120,13 @@ def ipo() -> None:
     probs = probability_sliders("ipo")
     c = st.columns(3)
     with c[0]:
-        tau = st.slider("τ", 0.01, 5.0, 0.1, 0.01, key=IPO_TAU_KEY, help=H["tau"])
+        tau = st.slider("τ", 0.01, 5.0, 0.1, 0.01, key=IPO_TAU_KEY, help=H["tau"], persist_state="session")
     with c[1]:
         chosen_length = st.number_input("chosen_length", 1, 10_000, 1, key=IPO_CHOSEN_LEN_KEY,
-                                        help=H["chosen_length"])
+                                        help=H["chosen_length"], persist_state="session")
     with c[2]:
         rejected_length = st.number_input("rejected_length", 1, 10_000, 1, key=IPO_REJECTED_LEN_KEY,
-                                          help=H["rejected_length"])
+                                          help=H["rejected_length"], persist_state="session")
     result = pm.ipo_loss(**probs, tau=tau, chosen_length=int(chosen_length),
                          rejected_length=int(rejected_length))
     metrics([("h", result.h), ("target 1/(2τ)", result.target), ("loss", result.loss)])
@@ -139,12 +139,12 @@ def orpo() -> None:
     c = st.columns(3)
     with c[0]:
         chosen = st.slider("chosen_logp", -5.0, -0.01, -0.5, 0.01, key=ORPO_CHOSEN_KEY,
-                           help=H["chosen_logp"])
+                           help=H["chosen_logp"], persist_state="session")
     with c[1]:
         rejected = st.slider("rejected_logp", -5.0, -0.01, -1.0, 0.01, key=ORPO_REJECTED_KEY,
-                             help=H["rejected_logp"])
+                             help=H["rejected_logp"], persist_state="session")
     with c[2]:
-        lam = st.slider("λ", 0.0, 2.0, 0.1, 0.01, key=ORPO_LAM_KEY, help=H["lam"])
+        lam = st.slider("λ", 0.0, 2.0, 0.1, 0.01, key=ORPO_LAM_KEY, help=H["lam"], persist_state="session")
     result = pm.orpo_loss(chosen, rejected, lam=lam)
     metrics([("odds(y_w)", result.chosen_odds), ("odds(y_l)", result.rejected_odds),
              ("log odds ratio", result.log_odds_ratio), ("L_OR", result.or_loss),

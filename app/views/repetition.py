@@ -193,11 +193,11 @@ def self_reinforcement_section() -> None:
                "model has seen a sentence, the surer it is of it.")
     c = st.columns([3, 2, 1])
     with c[0]:
-        sentence = st.text_input("Sentence", "The door was locked.", key=SENTENCE_KEY)
+        sentence = st.text_input("Sentence", "The door was locked.", key=SENTENCE_KEY, persist_state="session")
     with c[1]:
-        prefix = st.text_input("Prefix (optional)", "", key=PREFIX_KEY)
+        prefix = st.text_input("Prefix (optional)", "", key=PREFIX_KEY, persist_state="session")
     with c[2]:
-        repeats = st.slider("Copies", 2, 20, 10, key=REPEATS_KEY)
+        repeats = st.slider("Copies", 2, 20, 10, key=REPEATS_KEY, persist_state="session")
     if st.button("Probe", key=PROBE_KEY):
         lm = lab_state.load_lm()
         if lm is not None:
@@ -220,27 +220,27 @@ def self_reinforcement_section() -> None:
 def render() -> None:
     st.title("Repetition lab")
     st.caption("Find the loop a text ends in, watch the model grow surer of it, and break it.")
-    source = st.radio("Analyse", SOURCES, horizontal=True, key=SOURCE_KEY)
+    source = st.radio("Analyse", SOURCES, horizontal=True, key=SOURCE_KEY, persist_state="session")
     if source == "Generate":
-        prompt = st.text_area("Prompt", key=PROMPT_KEY, height=80,
-                              placeholder="The lighthouse keeper opened the bottle and")
+        prompt = lab_state.prompt_box(PROMPT_KEY, height=80,
+                                      placeholder="The lighthouse keeper opened the bottle and")
         c = st.columns([2, 1, 1])
         with c[0]:
             spec = st.text_input("Decoding config (strategy spec)", "greedy", key=SPEC_KEY,
-                                 help=syntax_help())
+                                 help=syntax_help(), persist_state="session")
         with c[1]:
             max_new_tokens = st.number_input("max_new_tokens", 1, 512, 64, key=MAX_NEW_TOKENS_KEY,
-                                             help=help_text("max_new_tokens"))
+                                             help=help_text("max_new_tokens"), persist_state="session")
         with c[2]:
             ignore_eos = st.checkbox("ignore_eos", True, key=IGNORE_EOS_KEY,
-                                     help=help_text("ignore_eos"))
+                                     help=help_text("ignore_eos"), persist_state="session")
         if st.button("Generate", type="primary", key=GENERATE_KEY):
             run_generation(prompt, spec, int(max_new_tokens), ignore_eos)
     else:
         text = st.text_area("Text", key=TEXT_KEY, height=120,
-                            placeholder="They're all in shock. They're all in shock. They're all…")
+                            placeholder="They're all in shock. They're all in shock. They're all…", persist_state="session")
         tokenizer = st.radio("Tokens", ["whitespace", "model"], horizontal=True, key=TOKENIZER_KEY,
-                             help="whitespace: words; model: the model's tokenizer.")
+                             help="whitespace: words; model: the model's tokenizer.", persist_state="session")
         if st.button("Analyse", type="primary", key=ANALYSE_KEY):
             analyse_text(text, tokenizer)
 

@@ -60,7 +60,7 @@ def branch_controls(generation: Generation, index: int) -> None:
                                 format_func=alternative_label(step), key=ALTERNATIVE_KEY,
                                 help="The recorded candidates of this step, most likely first. The "
                                      "branch keeps the text before this step, takes this token, "
-                                     "and continues with the same decoding settings.")
+                                     "and continues with the same decoding settings.", persist_state="session")
     with right:
         clicked = st.button("Continue from here", key=BRANCH_BUTTON_KEY, icon=":material/call_split:")
     if clicked:
@@ -96,7 +96,7 @@ def branch_comparison(generation: Generation, generation_key: str, step_key: str
         return
     st.subheader("Branches")
     shown = st.radio("Show", range(len(branches)), format_func=lambda i: branch_label(i, branches[i]),
-                     key=SHOWN_BRANCH_KEY, horizontal=True)
+                     key=SHOWN_BRANCH_KEY, horizontal=True, persist_state="session")
     other = branches[shown]
     left, right = st.columns(2)
     with left:

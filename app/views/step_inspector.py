@@ -16,6 +16,7 @@ from decoding.stages import PROCESSOR_ORDERS
 
 # Session-state keys of this page (the generation itself and the widgets the code resets).
 GENERATION_KEY = "step_inspector.generation"
+INPUTS_KEY = "step_inspector.inputs"                   # what produced the generation (run_inputs)
 GENERATE_CALLS_KEY = "step_inspector.generate_calls"   # how often generate() ran: scrubbing must not
 STEP_KEY = "step_inspector.step"
 PROMPT_KEY = "step_inspector.prompt"
@@ -42,7 +43,7 @@ def knob_key(name: str) -> str:
 def _number(name: str, min_value, max_value=None, step=1, value=None, **kwargs):
     value = getattr(DEFAULTS, name) if value is None else value
     return st.number_input(name, min_value=min_value, max_value=max_value, value=value,
-                           step=step, help=help_text(name), key=knob_key(name), **kwargs)
+                           step=step, help=help_text(name), key=knob_key(name), **kwargs, persist_state="session")
 
 
 def _knob(name: str, note: str = ""):
@@ -53,7 +54,7 @@ def _knob(name: str, note: str = ""):
 def _slider(name: str, min_value: float, max_value: float, step: float, value=None):
     value = getattr(DEFAULTS, name) if value is None else value
     return st.slider(name, min_value=min_value, max_value=max_value, value=value, step=step,
-                     help=help_text(name), key=knob_key(name))
+                     help=help_text(name), key=knob_key(name), persist_state="session")
 
 
 def common_knobs() -> dict:
@@ -67,7 +68,7 @@ def common_knobs() -> dict:
     with c[3]:
         no_repeat_ngram_size = _knob("no_repeat_ngram_size")
     ignore_eos = st.checkbox("ignore_eos", value=DEFAULTS.ignore_eos, help=help_text("ignore_eos"),
-                             key=knob_key("ignore_eos"))
+                             key=knob_key("ignore_eos"), persist_state="session")
     return dict(max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
                 repetition_penalty=repetition_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                 ignore_eos=ignore_eos)
@@ -85,7 +86,7 @@ def sample_knobs() -> dict:
         min_p = _knob("min_p", " The slider's 0 is off.")
     with c[4]:
         order = st.radio("processor_order", list(PROCESSOR_ORDERS),
-                         help=help_text("processor_order"), key=knob_key("processor_order"))
+                         help=help_text("processor_order"), key=knob_key("processor_order"), persist_state="session")
     with st.expander("More truncation: typical, epsilon, eta, top-H, p-less"):
         e = st.columns(5)
         with e[0]:
@@ -98,7 +99,7 @@ def sample_knobs() -> dict:
             top_h = _knob("top_h", " The slider's 0 is off.")
         with e[4]:
             p_less = st.checkbox("p_less", value=DEFAULTS.p_less, help=help_text("p_less"),
-                                 key=knob_key("p_less"))
+                                 key=knob_key("p_less"), persist_state="session")
     with st.expander("llama.cpp samplers: top-n-sigma, XTC, dynamic temperature, adaptive-p"):
         e = st.columns(4)
         with e[0]:
@@ -138,7 +139,7 @@ def penalty_knobs() -> dict:
         with c[3]:
             penalize_prompt = st.checkbox("penalize_prompt", value=DEFAULTS.penalize_prompt,
                                           help=help_text("penalize_prompt"),
-                                          key=knob_key("penalize_prompt"))
+                                          key=knob_key("penalize_prompt"), persist_state="session")
     return dict(frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                 dry_multiplier=dry_multiplier, penalize_prompt=penalize_prompt)
 
@@ -172,7 +173,7 @@ def beam_knobs() -> dict:
     with c[2]:
         early_stopping = st.selectbox("early_stopping", [False, True, "never"],
                                       help=help_text("early_stopping"),
-                                      key=knob_key("early_stopping"))
+                                      key=knob_key("early_stopping"), persist_state="session")
     # Every finished hypothesis is returned, for the hypotheses table.
     return dict(num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping,
                 num_return_sequences=num_beams)
@@ -186,11 +187,16 @@ STRATEGY_KNOBS = {"greedy": lambda: {}, "sample": sample_knobs, "beam": beam_kno
 
 def run_generation(prompt: str, knobs: dict) -> None:
     """Validate, load the model, generate; store the Generation in session state."""
+    inputs = lab_state.run_inputs(prompt, knobs)
     result = lab_state.traced_generation(prompt, knobs, trace_top=TRACE_TOP)
     if result is None:
+        # Never leave the previous result under the new error (issue 17).
+        st.session_state.pop(GENERATION_KEY, None)
+        st.session_state.pop(INPUTS_KEY, None)
         return
     _, generation = result
     st.session_state[GENERATION_KEY] = generation
+    st.session_state[INPUTS_KEY] = inputs
     st.session_state[GENERATE_CALLS_KEY] = st.session_state.get(GENERATE_CALLS_KEY, 0) + 1
     # The scrubber and the what-if knobs are drawn later in this run, so this is allowed.
     st.session_state[STEP_KEY] = 0
@@ -210,13 +216,13 @@ def step_scrubber() -> None:
     with left:
         if len(steps) > 1:
             index = st.slider("Step", 0, len(steps) - 1, key=STEP_KEY,
-                              help="Pick a generation step: the chart shows its distribution.")
+                              help="Pick a generation step: the chart shows its distribution.", persist_state="session")
         else:
             index = 0
     with right:
         shade = st.radio("Shade tokens by", ["raw", "final"], horizontal=True, key=SHADE_KEY,
                          help="raw: the model's own probability of each chosen token; final: its "
-                              "probability in the distribution it was drawn from (after the chain).")
+                              "probability in the distribution it was drawn from (after the chain).", persist_state="session")
     st.html(charts.token_html(generation, kind=shade, selected=index))
     st.html(charts.legend_html(shade))
 
@@ -234,7 +240,7 @@ def step_scrubber() -> None:
         st.caption("State of the stateful stage at this step: " + " · ".join(state))
 
     top_n = st.slider("Tokens shown", 3, TRACE_TOP, 10, key=TOP_N_KEY,
-                      help="The raw top-n, the final top-n and the chosen token.")
+                      help="The raw top-n, the final top-n and the chosen token.", persist_state="session")
     frame = charts.stage_frame(step, top_n=top_n)
     top_p = generation.config.get("top_p") if "top_p" in generation.chain else None
     titles = charts.stage_titles(generation.config, step.stages)
@@ -276,15 +282,16 @@ def render() -> None:
     st.title("Step inspector")
     st.caption("Generate once, then scrub through the steps: each panel shows the next-token "
                "distribution after one more stage of the processor chain.")
-    prompt = st.text_area("Prompt", key=PROMPT_KEY, height=100,
-                          placeholder="In a shocking finding, scientists discovered a herd of "
-                                      "unicorns living in a remote valley…")
+    prompt = lab_state.prompt_box(PROMPT_KEY, height=100,
+                                  placeholder="In a shocking finding, scientists discovered a herd "
+                                              "of unicorns living in a remote valley…")
     strategy = st.radio("strategy", STRATEGIES, horizontal=True, key=STRATEGY_KEY,
-                        help=help_text("strategy"))
+                        help=help_text("strategy"), persist_state="session")
     knobs = {"strategy": strategy, **common_knobs(), **penalty_knobs(), **STRATEGY_KNOBS[strategy]()}
     if st.button("Generate", type="primary", key=GENERATE_KEY):
         run_generation(prompt, knobs)
     generation = st.session_state.get(GENERATION_KEY)
     if generation is not None:
         st.divider()
+        lab_state.stale_warning(st.session_state.get(INPUTS_KEY), lab_state.run_inputs(prompt, knobs))
         show_generation(generation)

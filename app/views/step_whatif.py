@@ -42,7 +42,7 @@ def _control(name: str):
         return controls.knob_control(name, key(name),
                                      note=" The control's 0 is off." if KNOBS[name].none_at == 0
                                      else "")
-    return st.checkbox(name, key=key(name), help=help_text(name))      # p_less: on/off
+    return st.checkbox(name, key=key(name), help=help_text(name), persist_state="session")      # p_less: on/off
 
 
 def knobs(generation: Generation) -> dict:
@@ -55,7 +55,7 @@ def knobs(generation: Generation) -> dict:
             values[name] = _control(name)
     with c[-1]:
         values["processor_order"] = st.radio("processor order", ORDERS, key=key("processor_order"),
-                                             help=help_text("processor_order"))
+                                             help=help_text("processor_order"), persist_state="session")
     rest = [name for name in WHATIF_KNOBS if name not in MAIN_KNOBS]
     with st.expander("More sampling stages: " + ", ".join(rest)):
         columns = st.columns(4)

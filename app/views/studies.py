@@ -115,11 +115,11 @@ def browse(root: str) -> None:
     if not names:
         st.info(f"No study runs under {root!r} yet: start one above.")
         return
-    name = st.selectbox("Study", names, key=STUDY_KEY)
+    name = st.selectbox("Study", names, key=STUDY_KEY, persist_state="session")
     rows = study_jobs.run_rows(root, name)
     st.dataframe(pd.DataFrame(rows), hide_index=True)
     run = st.selectbox("Run", [r["run"] for r in rows], key=RUN_KEY,
-                       format_func=lambda r: f"{r} ({next(x['status'] for x in rows if x['run'] == r)})")
+                       format_func=lambda r: f"{r} ({next(x['status'] for x in rows if x['run'] == r)})", persist_state="session")
     if run is not None:
         show_run(Path(root) / name / run)
 
@@ -131,7 +131,7 @@ def render() -> None:
     st.caption("Each study writes runs/<study>/<timestamp>/ with a report, tables and plots; a run "
                "stays marked incomplete until everything is written.")
     root = st.text_input("Runs folder", study_jobs.DEFAULT_RUNS_ROOT, key=ROOT_KEY,
-                         help="Relative to the repository, or an absolute path.").strip()
+                         help="Relative to the repository, or an absolute path.", persist_state="session").strip()
     root_path = Path(root) if Path(root).is_absolute() else study_jobs.ROOT / root
     if not root or (root_path.exists() and not root_path.is_dir()):
         st.error(f"runs folder {root!r} is not a folder; allowed: a folder path such as runs")
@@ -142,7 +142,7 @@ def render() -> None:
     busy = job is not None and job.running
     c = st.columns([2, 1])
     with c[0]:
-        name = st.selectbox("Study to run", sorted(STUDIES), key=START_NAME_KEY)
+        name = st.selectbox("Study to run", sorted(STUDIES), key=START_NAME_KEY, persist_state="session")
     with c[1]:
         st.write("")
         if st.button("Start --quick", type="primary", key=START_KEY, disabled=busy,

@@ -52,11 +52,11 @@ def processes() -> dict[str, subprocess.Popen]:
 def config_knobs() -> dict | None:
     """The chosen ``TrainConfig`` fields; None (with an error box) when the data cannot be read."""
     choice = st.selectbox("dataset", [*SHIPPED_DATASETS, OTHER_FILE], key=DATASET_KEY,
-                          help=tip("dataset"))
+                          help=tip("dataset"), persist_state="session")
     dataset = choice
     if choice == OTHER_FILE:
         dataset = st.text_input("Dataset file", key=PATH_KEY, placeholder="data/pairs.json",
-                                help=tip("dataset")).strip()
+                                help=tip("dataset"), persist_state="session").strip()
         if not dataset:
             st.info("Type the path of a .json / .jsonl preference file.")
             return None
@@ -70,24 +70,24 @@ def config_knobs() -> dict | None:
                + ("" if course else " (chosen/rejected given: support_ratio does not apply)"))
     c = st.columns(3)
     with c[0]:
-        method = st.selectbox("method", METHODS, key=key("method"), help=tip("method"))
+        method = st.selectbox("method", METHODS, key=key("method"), help=tip("method"), persist_state="session")
     with c[1]:
         support_ratio = st.slider("support_ratio", 0.0, 1.0, 1.0, 0.05, key=key("support_ratio"),
-                                  help=tip("support_ratio"), disabled=not course)
+                                  help=tip("support_ratio"), disabled=not course, persist_state="session")
     with c[2]:
         # Keyed per dataset: its range is the dataset's record count.
         data_size = st.number_input("data_size", 1, records, records, key=key(f"data_size.{dataset}"),
-                                    help=tip("data_size"))
+                                    help=tip("data_size"), persist_state="session")
     c = st.columns(3)
     with c[0]:
-        epochs = st.number_input("epochs", 1, 20, DEFAULTS.epochs, key=key("epochs"), help=tip("epochs"))
+        epochs = st.number_input("epochs", 1, 20, DEFAULTS.epochs, key=key("epochs"), help=tip("epochs"), persist_state="session")
     with c[1]:
         beta = st.number_input("beta", 0.001, 100.0, DEFAULTS.beta, 0.05, format="%.3f",
-                               key=key("beta"), help=tip("beta"))
+                               key=key("beta"), help=tip("beta"), persist_state="session")
     with c[2]:
         learning_rate = st.number_input("learning_rate", 1e-7, 0.5, DEFAULTS.learning_rate, 1e-5,
                                         format="%.1e", key=key("learning_rate"),
-                                        help=tip("learning_rate"))
+                                        help=tip("learning_rate"), persist_state="session")
     knobs = dict(method=method, dataset=dataset, data_size=int(data_size), epochs=int(epochs),
                  beta=float(beta), learning_rate=float(learning_rate))
     if course:
@@ -189,7 +189,7 @@ def render() -> None:
                "runs. The finished adapter is listed in the sidebar.")
     knobs = config_knobs()
     name = st.text_input("Adapter name", key=NAME_KEY, placeholder="automatic, e.g. dpo-stance-r1-n50-e3-…",
-                         help="The adapter is written to adapters/NAME.")
+                         help="The adapter is written to adapters/NAME.", persist_state="session")
     base = lab_state.settings().model or lab_state.EMBEDDED_LABEL
     st.caption(f"Base model (sidebar): {base}")
     if st.button("Start training", type="primary", key=START_KEY, icon=":material/model_training:",

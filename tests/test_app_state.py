@@ -1,0 +1,113 @@
+"""Settings and results across page changes, and every page by its URL (issue 17), through
+AppTest on the tiny random model."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import lab_state
+from app.views import beam_explorer as be
+from app.views import compare as cp
+from app.views import step_inspector as si
+from tests.app_pages import open_page, page_urls, switch_page
+
+PAGES = {"step-inspector": "Step inspector", "compare": "Compare decodings",
+         "repetition": "Repetition lab", "beam-explorer": "Beam explorer",
+         "preference-math": "Preference math", "studies": "Studies",
+         "alignment": "Alignment × decoding", "train": "Train an adapter"}
+PROMPT = "The unicorn said"
+
+
+@pytest.mark.parametrize("url_path", sorted(PAGES))
+def test_every_page_opens_by_its_url(monkeypatch, url_path):
+    at = open_page(url_path, monkeypatch)
+    assert not at.exception
+    assert at.title[0].value == PAGES[url_path]
+
+
+def test_the_root_url_opens_the_step_inspector_under_its_own_address(monkeypatch):
+    at = open_page("step-inspector", monkeypatch)
+    # the default page (served at "/") only forwards: no page sits at "" except it
+    assert set(PAGES) <= set(page_urls(at))
+    at = switch_page(at, "")
+    assert not at.exception and at.title[0].value == "Step inspector"
+
+
+def sampled_run(at):
+    at.text_area(key=si.PROMPT_KEY).input(PROMPT)
+    at.radio(key=si.STRATEGY_KEY).set_value("sample").run()
+    at.slider(key=si.knob_key("top_p")).set_value(0.8)
+    at.number_input(key=si.knob_key("max_new_tokens")).set_value(6)
+    at.number_input(key=si.knob_key("min_new_tokens")).set_value(6)
+    at.number_input(key=lab_state.SEED_KEY).set_value(7)
+    at.toggle(key=lab_state.CHAT_KEY).set_value(False)
+    at.button(key=si.GENERATE_KEY).click().run()
+    assert not at.exception and not at.error
+    return at
+
+
+def test_prompt_settings_and_result_survive_a_page_change(monkeypatch):
+    at = sampled_run(open_page("step-inspector", monkeypatch))
+    generation = at.session_state[si.GENERATION_KEY]
+    assert generation.config["top_p"] == 0.8 and generation.config["seed"] == 7
+
+    at = switch_page(at, "compare")
+    assert at.text_area(key=cp.PROMPT_KEY).value == PROMPT          # the prompt is shared
+    assert at.number_input(key=lab_state.SEED_KEY).value == 7
+    assert at.toggle(key=lab_state.CHAT_KEY).value is False
+    at = switch_page(at, "beam-explorer")
+    assert at.text_area(key=be.PROMPT_KEY).value == PROMPT
+
+    at = switch_page(at, "step-inspector")
+    assert not at.exception
+    assert at.text_area(key=si.PROMPT_KEY).value == PROMPT
+    assert at.radio(key=si.STRATEGY_KEY).value == "sample"
+    assert at.slider(key=si.knob_key("top_p")).value == 0.8
+    assert at.session_state[si.GENERATION_KEY] is generation
+    assert at.session_state[si.GENERATE_CALLS_KEY] == 1
+    assert not at.warning                                              # settings = the result's
+    assert any(s.value.startswith("Step 0: ") for s in at.subheader)
+
+
+def test_a_prompt_typed_on_another_page_reaches_the_step_inspector(monkeypatch):
+    at = open_page("compare", monkeypatch)
+    at.text_area(key=cp.PROMPT_KEY).input("Once upon a time").run()
+    at = switch_page(at, "step-inspector")
+    assert at.text_area(key=si.PROMPT_KEY).value == "Once upon a time"
+
+
+def test_a_result_is_never_shown_as_made_by_other_settings(monkeypatch):
+    at = sampled_run(open_page("step-inspector", monkeypatch))
+    at.slider(key=si.knob_key("top_p")).set_value(0.5).run()
+    assert [w.value for w in at.warning] == [
+        "The result below was produced with other settings (top_p changed since). Generate "
+        "again to update it."]
+    at.number_input(key=lab_state.SEED_KEY).set_value(8).run()
+    assert "(top_p, seed changed since)" in at.warning[0].value
+    at.slider(key=si.knob_key("top_p")).set_value(0.8)
+    at.number_input(key=lab_state.SEED_KEY).set_value(7).run()
+    assert not at.warning
+
+
+def test_a_failed_generate_removes_the_old_result(monkeypatch):
+    at = sampled_run(open_page("step-inspector", monkeypatch))
+    at.text_area(key=si.PROMPT_KEY).input("   ")
+    at.button(key=si.GENERATE_KEY).click().run()
+    assert [e.value for e in at.error] == ["The prompt is empty: type a prompt to continue."]
+    assert si.GENERATION_KEY not in at.session_state
+    assert not any(s.value.startswith("Step 0: ") for s in at.subheader)
+
+
+def test_compare_result_survives_and_a_failed_run_clears_it(monkeypatch):
+    at = open_page("compare", monkeypatch)
+    at.text_area(key=cp.PROMPT_KEY).input(PROMPT)
+    at.text_area(key=cp.SPECS_KEY).input("greedy")
+    at.number_input(key=cp.MAX_NEW_TOKENS_KEY).set_value(4)
+    at.button(key=cp.RUN_KEY).click().run()
+    assert not at.exception and cp.RESULT_KEY in at.session_state
+    at = switch_page(switch_page(at, "repetition"), "compare")
+    assert at.text_area(key=cp.SPECS_KEY).value == "greedy" and cp.RESULT_KEY in at.session_state
+    assert not at.warning
+    at.text_area(key=cp.SPECS_KEY).input("nonsense:top_q=3")
+    at.button(key=cp.RUN_KEY).click().run()
+    assert at.error and cp.RESULT_KEY not in at.session_state
