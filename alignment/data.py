@@ -28,6 +28,11 @@ SHIPPED_DATASETS = {
     "stance-test": "stance_test.json",
     "anti-repetition": "anti_repetition.json",   # built by declab data anti-repetition
 }
+# Held out for evaluation, never trained on: the stance test prompts and the stance judge's
+# labelled generations (alignment.stance). The lab does not offer them; TrainConfig refuses them.
+HELD_OUT_DATASETS = {"stance-test": DATASET_DIR / "stance_test.json",
+                     "stance-judge": DATASET_DIR / "stance_judge_set.jsonl"}
+TRAINING_DATASETS = tuple(name for name in SHIPPED_DATASETS if name not in HELD_OUT_DATASETS)
 CHAT_ROLES = ("system", "user", "assistant", "tool")
 
 
@@ -280,6 +285,17 @@ def stance_pairs(records: Sequence[StanceRecord], support_ratio: float) -> list[
 
 
 # --------------------------------------------------------------------------- registry
+
+def held_out(name_or_path: str | Path) -> str | None:
+    """The held-out set ``name_or_path`` names or points to (by name or by file), else None."""
+    if str(name_or_path) in HELD_OUT_DATASETS:
+        return str(name_or_path)
+    try:
+        path = Path(name_or_path).resolve()
+    except (OSError, ValueError):
+        return None
+    return next((name for name, file in HELD_OUT_DATASETS.items() if file.resolve() == path), None)
+
 
 def resolve_path(name_or_path: str | Path) -> Path:
     """A shipped dataset name (``stance``, ``stance-test``) or a file path."""

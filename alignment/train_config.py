@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .data import TRAINING_DATASETS, held_out
 from decoding.config import knob
 from decoding.errors import check_range, out_of_range
 from decoding.models import LM
@@ -61,8 +62,8 @@ class TrainConfig:
                        "lambda * odds-ratio loss, no reference model) or simpo (Meng et al. 2024, "
                        "length-normalised margin with target gamma, no reference model).",
                        choices=METHODS)
-    dataset: str = knob("stance", "Preference data: a shipped name (stance, stance-test) or a "
-                        ".json/.jsonl file in the course schema {id, prompt, support, oppose} or "
+    dataset: str = knob("stance", "Preference data: a shipped name (stance, anti-repetition; the "
+                        "held-out stance-test and stance-judge are refused) or a .json/.jsonl file in the course schema {id, prompt, support, oppose} or "
                         "TRL's {prompt, chosen, rejected} (plain or conversational).")
     data_size: int | None = knob(None, "Train on the first N records of the file (the course's "
                                  "data_size knob, 10-50 in the homework); default all.")
@@ -142,6 +143,10 @@ class TrainConfig:
         self._check_choices()
         if not isinstance(self.dataset, str) or not self.dataset.strip():
             raise out_of_range("dataset", self.dataset, "a shipped dataset name or a file path")
+        if held_out(self.dataset):
+            raise out_of_range("dataset", self.dataset,
+                               f"a training set ({', '.join(TRAINING_DATASETS)}) or a file; "
+                               f"{held_out(self.dataset)} is held out for evaluation")
         for name, bounds in RANGES.items():
             check_range(name, getattr(self, name), **bounds)
         if not self.target_modules or not all(isinstance(m, str) and m for m in self.target_modules):

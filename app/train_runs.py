@@ -4,8 +4,8 @@ No Streamlit here. A run is ``declab train`` (``app/cli_train.py``) started as a
 process with ``--progress-log``, so the lab stays responsive while it trains and the page draws
 the curves from the JSON-lines file the trainer appends to (``alignment.train.progress_log_callback``).
 Each run has a directory under ``runs/train-jobs/NAME`` holding ``job.json`` (what was started),
-``train.log`` (the process's stdout and stderr), ``progress.jsonl`` and, once it exited,
-``exit_code``; the adapter itself goes to ``adapters/NAME`` and appears only when training
+``train.log`` (the process's stdout and stderr), ``progress.jsonl``, ``stop_requested`` once
+someone pressed Stop and, once it exited, ``exit_code``; the adapter itself goes to ``adapters/NAME`` and appears only when training
 finished (``train`` publishes it atomically).
 """
 
@@ -109,6 +109,7 @@ class TrainJob:
     command: list[str]
     started: float = field(default_factory=time.time)
     pid: int | None = None
+    model: str | None = None          # the base model (None: the embedded one)
 
     @property
     def log_path(self) -> Path:
@@ -121,6 +122,10 @@ class TrainJob:
     @property
     def exit_path(self) -> Path:
         return Path(self.job_dir) / "exit_code"
+
+    @property
+    def stop_path(self) -> Path:
+        return Path(self.job_dir) / "stop_requested"
 
     def save(self) -> None:
         (Path(self.job_dir) / "job.json").write_text(json.dumps(asdict(self), indent=1))
@@ -140,7 +145,8 @@ def new_job(name: str, config: TrainConfig, model: str | None = None,
     job_dir.mkdir(parents=True)
     out_dir = adapters_dir / name
     job = TrainJob(name=name, out_dir=str(out_dir), job_dir=str(job_dir),
-                   command=train_command(config, out_dir, job_dir / "progress.jsonl", model))
+                   command=train_command(config, out_dir, job_dir / "progress.jsonl", model),
+                   model=model)
     job.save()
     return job
 
@@ -157,11 +163,23 @@ def launch(job: TrainJob) -> subprocess.Popen:
     return process
 
 
-def stop(process: subprocess.Popen) -> None:
-    """Ask the run's process group to stop. SIGINT, not SIGTERM: Python turns it into
-    ``KeyboardInterrupt``, so ``train`` removes its partial output and ``declab`` exits with 130."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGINT)
+def stop(job: TrainJob, process: subprocess.Popen | None = None) -> bool:
+    """Ask the run's process group to stop, and note that the user asked (its status is then
+    ``stopped``, not ``failed``). SIGINT, not SIGTERM: Python turns it into ``KeyboardInterrupt``,
+    so ``train`` removes its partial output and ``declab`` exits with 130. Without the
+    ``Popen`` (a run another lab process started) the group of ``job.pid`` is signalled.
+    Returns whether a signal was sent."""
+    if process is not None and process.poll() is not None:
+        return False
+    pid = process.pid if process is not None else job.pid
+    if pid is None:
+        return False
+    job.stop_path.write_text(str(time.time()))
+    try:
+        os.killpg(pid, signal.SIGINT)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def record_exit(job: TrainJob, returncode: int) -> None:
@@ -183,16 +201,52 @@ def list_jobs(jobs_dir: Path | None = None) -> list[TrainJob]:
     return sorted(jobs, key=lambda j: -j.started)
 
 
-def job_status(job: TrainJob, returncode: int | None, known: bool) -> str:
-    """``running``, ``finished`` (exit 0 and the adapter is there), ``failed`` or ``unknown``
-    (started by another lab process that is gone, still without an exit code)."""
-    if known and returncode is None:
+# Exit codes of a run stopped by a signal: declab's 130 after KeyboardInterrupt (SIGINT), or
+# killed by SIGINT / SIGTERM before Python could handle it.
+STOP_EXITS = (130, -signal.SIGINT, -signal.SIGTERM)
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process ``pid`` exists (signal 0 checks without sending anything)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def job_status(job: TrainJob, returncode: int | None, known: bool, alive: bool = False) -> str:
+    """``running``, ``finished`` (exit 0 and the adapter is there), ``stopped`` (Stop was
+    pressed, or it exited as a stopped process does), ``failed`` or ``unknown`` (started by
+    another lab process that is gone, still without an exit code). ``alive``: the process of a
+    run this lab process did not start (``job.pid``) still exists."""
+    if (known and returncode is None) or (not known and alive and not job.exit_path.exists()):
         return "running"
     if returncode is None and job.exit_path.exists():
         returncode = int(job.exit_path.read_text().strip() or -1)
     if returncode is None:
-        return "finished" if Path(job.out_dir).is_dir() else "unknown"
-    return "finished" if returncode == 0 and Path(job.out_dir).is_dir() else "failed"
+        if Path(job.out_dir).is_dir():
+            return "finished"
+        return "stopped" if job.stop_path.exists() else "unknown"
+    if returncode == 0 and Path(job.out_dir).is_dir():
+        return "finished"
+    return "stopped" if job.stop_path.exists() or returncode in STOP_EXITS else "failed"
+
+
+def same_model(a: str | None, b: str | None) -> bool:
+    """Whether two model choices name the same base model (blank and None: the embedded one)."""
+    return (a or "").strip() == (b or "").strip()
+
+
+def running_on(model: str | None, jobs: list[TrainJob], statuses: dict[str, str]) -> TrainJob | None:
+    """The run training on ``model`` now, if any: the lab trains one run per model at a time
+    (two runs on two cores starved each other and the page)."""
+    return next((j for j in jobs if statuses.get(j.name) == "running" and same_model(j.model, model)),
+                None)
 
 
 # --------------------------------------------------------------------------- reading the logs

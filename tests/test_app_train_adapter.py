@@ -97,6 +97,42 @@ def test_job_status_and_adapter_listing(tmp_path):
     assert train_runs.list_adapters(tmp_path / "a") == [tmp_path / "a" / "run1"]
 
 
+def test_a_stopped_run_is_stopped_not_failed(tmp_path):
+    job = train_runs.new_job("run1", TrainConfig(), adapters_dir=tmp_path / "a", jobs_dir=tmp_path / "j")
+    assert train_runs.job_status(job, 1, known=True) == "failed"
+    assert train_runs.job_status(job, 130, known=True) == "stopped"        # declab after SIGINT
+    assert train_runs.job_status(job, -15, known=True) == "stopped"        # killed by SIGTERM
+    job.stop_path.write_text("1")                                          # Stop was pressed
+    assert train_runs.job_status(job, 1, known=True) == "stopped"
+    assert train_runs.job_status(job, None, known=False) == "stopped"      # another lab's, gone
+
+
+def test_one_run_per_model_and_runs_of_other_lab_processes(tmp_path):
+    jobs_dir, adapters = tmp_path / "j", tmp_path / "a"
+    embedded = train_runs.new_job("e", TrainConfig(), adapters_dir=adapters, jobs_dir=jobs_dir)
+    other = train_runs.new_job("o", TrainConfig(), model="m.gguf", adapters_dir=adapters, jobs_dir=jobs_dir)
+    jobs = train_runs.list_jobs(jobs_dir)
+    assert {j.name: j.model for j in jobs} == {"e": None, "o": "m.gguf"}
+    statuses = {"e": "running", "o": "finished"}
+    assert train_runs.running_on(None, jobs, statuses) == embedded
+    assert train_runs.running_on("", jobs, statuses) == embedded
+    assert train_runs.running_on("m.gguf", jobs, statuses) is None
+    assert train_runs.running_on("m.gguf", jobs, {"o": "running"}) == other
+    # a run started by another lab process: running while its pid lives and no exit code
+    import os
+    other.pid = os.getpid()
+    assert train_runs.job_status(other, None, known=False, alive=train_runs.pid_alive(other.pid)) == "running"
+    train_runs.record_exit(other, 0)
+    assert train_runs.job_status(other, None, known=False, alive=True) == "failed"   # no adapter
+
+
+@pytest.mark.parametrize("dataset", ["stance-test", "stance-judge",
+                                     "alignment/datasets/stance_test.json"])
+def test_held_out_sets_cannot_be_trained_on(dataset):
+    with pytest.raises(DecodingLabError, match="held out for evaluation"):
+        TrainConfig(dataset=dataset)
+
+
 # --------------------------------------------------------------------------- the page
 
 @pytest.fixture
@@ -124,7 +160,46 @@ def test_page_renders_with_the_shipped_dataset_and_help_from_train_config(at):
     assert "No runs yet." in [c.value for c in at.caption]
 
 
-def test_missing_dataset_file_shows_the_loader_message(at, dirs):
+def test_held_out_sets_are_not_offered(at):
+    options = at.selectbox(key=ta.DATASET_KEY).options
+    assert "stance" in options and "stance-test" not in options and "stance-judge" not in options
+    at.selectbox(key=ta.DATASET_KEY).set_value(ta.OTHER_FILE).run()
+    at.text_input(key=ta.PATH_KEY).input("alignment/datasets/stance_judge_set.jsonl").run()
+    assert len(at.error) == 1 and "held-out stance-judge set" in at.error[0].value
+    assert at.button(key=ta.START_KEY).disabled
+
+
+SLEEPER = ("import time\nfrom app.interrupts import accept_interrupts\naccept_interrupts()\n"
+           "try:\n    print('training', flush=True); time.sleep(120)\n"
+           "except KeyboardInterrupt:\n    raise SystemExit(130)\n")
+
+
+def test_start_twice_starts_one_run_and_stop_shows_stopped(at, dirs, monkeypatch):
+    """A run that trains until stopped (the command is a stand-in: the page's logic is under
+    test, the real run is in the test above)."""
+    import sys
+
+    monkeypatch.setattr(train_runs, "train_command", lambda *a, **k: [sys.executable, "-c", SLEEPER])
+    choose_file(at, dirs / "pairs.json")
+    at.button(key=ta.START_KEY).click().run()
+    at.button(key=ta.START_KEY).click().run()           # the double click
+    assert not at.exception
+    jobs = train_runs.list_jobs()
+    assert len(jobs) == 1
+    assert at.button(key=ta.START_KEY).disabled
+    assert any("is training on this model: the lab trains one run per model" in c.value
+               for c in at.caption)
+    # a second model may train beside it
+    at.sidebar.text_input(key=lab_state.MODEL_KEY).input(str(dirs / "other-model")).run()
+    assert not at.button(key=ta.START_KEY).disabled
+    at.sidebar.text_input(key=lab_state.MODEL_KEY).input("").run()
+    wait_for(at, lambda at: "training" in train_runs.log_tail(jobs[0].log_path), timeout=60)
+    at.button(key=ta.key(f"stop.{jobs[0].name}")).click().run()
+    wait_for(at, lambda at: any(i.value == "Stopped on request; no adapter was written." for i in at.info),
+             timeout=60)
+    assert not at.error
+    assert any(f"{jobs[0].name}** · stopped" in m.value for m in at.markdown)
+    assert not at.button(key=ta.START_KEY).disabled
     at.selectbox(key=ta.DATASET_KEY).set_value(ta.OTHER_FILE).run()
     at.text_input(key=ta.PATH_KEY).input(str(dirs / "nope.json")).run()
     assert not at.exception
@@ -207,7 +282,11 @@ def test_stop_interrupts_the_run_and_leaves_no_partial_output(tmp_path):
                                start_new_session=True, text=True,
                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     assert process.stdout.readline().strip() == "ready"
-    train_runs.stop(process)
+    job = train_runs.TrainJob(name="j", out_dir=str(tmp_path / "out"), job_dir=str(tmp_path),
+                              command=[], pid=process.pid)
+    assert train_runs.stop(job, process)
     assert process.wait(timeout=30) == 130
     assert (tmp_path / "interrupted").read_text() == "yes"
-    train_runs.stop(process)   # a finished process: nothing to do
+    assert not train_runs.stop(job, process)   # a finished process: nothing to do
+    train_runs.record_exit(job, 130)
+    assert train_runs.job_status(job, None, known=False) == "stopped"

@@ -8,11 +8,12 @@ run is the CLI in its own process (``app.train_runs``), so training never blocks
 from __future__ import annotations
 
 import subprocess
+import threading
 
 import altair as alt
 import streamlit as st
 
-from alignment.data import SHIPPED_DATASETS
+from alignment.data import HELD_OUT_DATASETS, TRAINING_DATASETS, held_out
 from alignment.train import METHODS, TrainConfig
 from app import lab_state, train_runs
 from app.cli_common import field_help
@@ -47,18 +48,32 @@ def processes() -> dict[str, subprocess.Popen]:
     return {}
 
 
+@st.cache_resource
+def start_lock() -> threading.Lock:
+    """Held while checking that no run trains on the model and starting one: two quick clicks
+    on "Start training" (or two sessions) then start one run, not two."""
+    return threading.Lock()
+
+
 # --------------------------------------------------------------------------- the form
 
 def config_knobs() -> dict | None:
     """The chosen ``TrainConfig`` fields; None (with an error box) when the data cannot be read."""
-    choice = st.selectbox("dataset", [*SHIPPED_DATASETS, OTHER_FILE], key=DATASET_KEY,
-                          help=tip("dataset"), persist_state="session")
+    # The held-out sets (stance-test, stance-judge) are for evaluation only: not offered.
+    choice = st.selectbox("dataset", [*TRAINING_DATASETS, OTHER_FILE], key=DATASET_KEY,
+                          help=tip("dataset") + " Held out for evaluation, not offered: "
+                          + ", ".join(HELD_OUT_DATASETS) + ".", persist_state="session")
     dataset = choice
     if choice == OTHER_FILE:
         dataset = st.text_input("Dataset file", key=PATH_KEY, placeholder="data/pairs.json",
                                 help=tip("dataset"), persist_state="session").strip()
         if not dataset:
             st.info("Type the path of a .json / .jsonl preference file.")
+            return None
+        if held_out(dataset):
+            st.error(f"dataset={dataset!r} is the held-out {held_out(dataset)} set, kept for "
+                     f"evaluation; allowed: a training set ({', '.join(TRAINING_DATASETS)}) or "
+                     "another file")
             return None
     try:
         fmt, records = train_runs.dataset_summary(dataset)
@@ -96,16 +111,34 @@ def config_knobs() -> dict | None:
 
 
 def start(knobs: dict, name: str) -> None:
-    """Validate here (instant error box), then start the run in the background."""
-    try:
-        config = TrainConfig(**knobs)
-        name = name.strip() or train_runs.default_name(config)
-        job = train_runs.new_job(name, config, model=lab_state.settings().model)
-    except DecodingLabError as exc:
-        st.error(str(exc))
-        return
-    processes()[job.name] = train_runs.launch(job)
+    """Validate here (instant error box), then start the run in the background, unless a run
+    already trains on this model (one at a time per model)."""
+    model = lab_state.settings().model
+    with start_lock():
+        busy = busy_with(model)
+        if busy is not None:
+            st.warning(busy_message(busy))
+            return
+        try:
+            config = TrainConfig(**knobs)
+            name = name.strip() or train_runs.default_name(config)
+            job = train_runs.new_job(name, config, model=model)
+        except DecodingLabError as exc:
+            st.error(str(exc))
+            return
+        processes()[job.name] = train_runs.launch(job)
     st.toast(f"Training {job.name} started in the background.")
+
+
+def busy_with(model: str | None) -> train_runs.TrainJob | None:
+    jobs = train_runs.list_jobs()
+    return train_runs.running_on(model, jobs, {job.name: status_of(job) for job in jobs})
+
+
+def busy_message(job: train_runs.TrainJob) -> str:
+    return (f"{job.name} is training on this model: the lab trains one run per model at a time "
+            "(two runs share the CPU cores and slow each other and the other pages). Stop it "
+            "below or wait for it to finish.")
 
 
 # --------------------------------------------------------------------------- the runs
@@ -115,7 +148,15 @@ def status_of(job: train_runs.TrainJob) -> str:
     returncode = process.poll() if process is not None else None
     if returncode is not None:
         train_runs.record_exit(job, returncode)
-    return train_runs.job_status(job, returncode, known=process is not None)
+    alive = process is None and train_runs.pid_alive(job.pid)
+    return train_runs.job_status(job, returncode, known=process is not None, alive=alive)
+
+
+def stop_button(job: train_runs.TrainJob) -> None:
+    """Stop for any running run, the newest or an earlier one, this lab's or another's."""
+    if st.button("Stop", key=key(f"stop.{job.name}"), icon=":material/stop:"):
+        train_runs.stop(job, processes().get(job.name))
+        st.toast(f"Stopping {job.name}…")
 
 
 def curves_chart(frame) -> alt.Chart:
@@ -135,7 +176,7 @@ def show_job(job: train_runs.TrainJob, status: str) -> None:
     log = train_runs.log_tail(job.log_path)
     # Material icons: emoji need a colour-emoji font, which a bare Linux browser may lack.
     icon = {"running": ":material/hourglass_top:", "finished": ":material/check_circle:",
-            "failed": ":material/error:"}.get(status, ":material/help:")
+            "stopped": ":material/stop_circle:", "failed": ":material/error:"}.get(status, ":material/help:")
     st.markdown(f"**{icon} {job.name}** · {status} · `{train_runs.display_path(job.out_dir)}`")
     steps = [e["step"] for e in entries if "train_runtime" not in e]
     if begin and begin.get("max_steps"):
@@ -143,6 +184,8 @@ def show_job(job: train_runs.TrainJob, status: str) -> None:
         st.progress(min(1.0, done / begin["max_steps"]), text=f"step {done} of {begin['max_steps']}")
     elif status == "running":
         st.caption("Loading the model and the data… (the first step appears after that)")
+    if status == "stopped":
+        st.info("Stopped on request; no adapter was written.")
     if status == "failed":
         message = train_runs.error_message(log)
         st.error(message or "The run stopped without writing an adapter; see the log below.")
@@ -156,10 +199,8 @@ def show_job(job: train_runs.TrainJob, status: str) -> None:
         st.altair_chart(curves_chart(frame), width="stretch")
     with st.expander("Log", expanded=status != "finished"):
         st.code(log or "(nothing yet)", language=None)
-    process = processes().get(job.name)
-    if status == "running" and process is not None:
-        if st.button("Stop", key=key(f"stop.{job.name}"), icon=":material/stop:"):
-            train_runs.stop(process)
+    if status == "running":
+        stop_button(job)
 
 
 def runs_view() -> None:
@@ -171,9 +212,15 @@ def runs_view() -> None:
     statuses = {job.name: status_of(job) for job in jobs}
     show_job(jobs[0], statuses[jobs[0].name])
     if len(jobs) > 1:
-        with st.expander(f"Earlier runs ({len(jobs) - 1})"):
-            for job in jobs[1:]:
-                st.markdown(f"{job.name} · {statuses[job.name]}")
+        earlier = jobs[1:]
+        running = sum(statuses[job.name] == "running" for job in earlier)
+        with st.expander(f"Earlier runs ({len(earlier)}, {running} running)", expanded=running > 0):
+            for job in earlier:
+                left, right = st.columns([4, 1])
+                left.markdown(f"{job.name} · {statuses[job.name]}")
+                if statuses[job.name] == "running":
+                    with right:
+                        stop_button(job)
     # A run that just ended: rerun the whole app so the sidebar lists the new adapter and
     # the polling stops.
     changed = any(seen.get(n) == "running" and s != "running" for n, s in statuses.items())
@@ -192,9 +239,12 @@ def render() -> None:
                          help="The adapter is written to adapters/NAME.", persist_state="session")
     base = lab_state.settings().model or lab_state.EMBEDDED_LABEL
     st.caption(f"Base model (sidebar): {base}")
+    busy = busy_with(lab_state.settings().model)
     if st.button("Start training", type="primary", key=START_KEY, icon=":material/model_training:",
-                 disabled=knobs is None):
+                 disabled=knobs is None or busy is not None):
         start(knobs, name)
+    if busy is not None:
+        st.caption(busy_message(busy))
     st.divider()
     st.subheader("Runs")
     running = any(status_of(job) == "running" for job in train_runs.list_jobs())
