@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.background import job_budget, job_env, lower_priority
 from experiments.runs import STATUS_FILE, list_runs, run_status
 
 ROOT = Path(__file__).resolve().parents[1]   # the repository: cwd of a study process
@@ -113,14 +114,17 @@ class Job:
 
 def start_job(name: str, command: list[str], root: str | os.PathLike,
               cwd: str | os.PathLike = ROOT) -> Job:
-    """Start ``command`` in the background, stdout and stderr to ``root/.jobs/NAME-<time>.log``."""
+    """Start ``command`` in the background, stdout and stderr to ``root/.jobs/NAME-<time>.log``,
+    under the background CPU budget (``app.background``) so the lab's pages keep generating."""
     log_dir = Path(root) / JOBS_DIR
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    budget = job_budget()
+    env = job_env({**os.environ, "PYTHONUNBUFFERED": "1"}, budget)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, cwd=str(cwd), stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=env)
+    lower_priority(process.pid, budget)
     return Job(name=name, command=list(command), log_path=log_path, process=process,
                started=time.time())
 

@@ -26,6 +26,7 @@ import pandas as pd
 
 from alignment.data import parse_records, read_records, resolve_path
 from alignment.train import TrainConfig
+from app.background import job_budget, job_env, lower_priority
 from app.cli_common import flag_name
 from decoding.errors import DecodingLabError
 
@@ -110,6 +111,7 @@ class TrainJob:
     started: float = field(default_factory=time.time)
     pid: int | None = None
     model: str | None = None          # the base model (None: the embedded one)
+    budget: dict[str, Any] | None = None   # the CPU budget it ran under (app.background)
 
     @property
     def log_path(self) -> Path:
@@ -153,12 +155,17 @@ def new_job(name: str, config: TrainConfig, model: str | None = None,
 
 def launch(job: TrainJob) -> subprocess.Popen:
     """Start ``job.command`` in the background (its own process group, cwd = the repository),
-    stdout and stderr into ``train.log``; returns at once."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "1"}
+    stdout and stderr into ``train.log``, under the background CPU budget (``app.background``:
+    half the cores' threads, passive OpenMP waiting, niceness +10) so the lab's pages keep
+    generating; returns at once."""
+    budget = job_budget()
+    env = job_env({**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "1"}, budget)
     with open(job.log_path, "ab") as log:
         process = subprocess.Popen(job.command, stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, cwd=ROOT, env=env, start_new_session=True)
+    lower_priority(process.pid, budget, group=True)
     job.pid = process.pid
+    job.budget = asdict(budget)
     job.save()
     return process
 
