@@ -33,8 +33,9 @@ class JobBudget:
                                            "half the cores, at least 1)."})
     nice: int = field(default=10, metadata={"help": "Niceness added to a background job (0-19): "
                                                     "the interactive page wins a contested core."})
-    wait_policy: str = field(default="PASSIVE", metadata={
-        "help": "OMP_WAIT_POLICY of a background job: PASSIVE threads sleep while they wait."})
+    wait_policy: str | None = field(default="PASSIVE", metadata={
+        "help": "OMP_WAIT_POLICY of a background job: PASSIVE threads sleep while they wait "
+                "(None: the OpenMP runtime's default, as the lab's own process)."})
 
     def __post_init__(self) -> None:
         if not isinstance(self.threads, int) or self.threads < 1:
@@ -57,9 +58,13 @@ def job_env(base: dict[str, str], budget: JobBudget) -> dict[str, str]:
     """``base`` with the budget's thread count and wait policy for every threading library a
     job may use (torch's OpenMP, MKL, OpenBLAS, the tokenizers' Rayon pool off)."""
     threads = str(budget.threads)
-    return {**base, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
-            "OPENBLAS_NUM_THREADS": threads, "OMP_WAIT_POLICY": budget.wait_policy,
-            "TOKENIZERS_PARALLELISM": "false"}
+    env = {**base, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads,
+           "OPENBLAS_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
+    if budget.wait_policy:
+        env["OMP_WAIT_POLICY"] = budget.wait_policy
+    else:
+        env.pop("OMP_WAIT_POLICY", None)
+    return env
 
 
 def lower_priority(pid: int, budget: JobBudget, group: bool = False) -> None:

@@ -26,7 +26,7 @@ import pandas as pd
 
 from alignment.data import parse_records, read_records, resolve_path
 from alignment.train import TrainConfig
-from app.background import job_budget, job_env, lower_priority
+from app.background import JobBudget, job_budget, job_env, lower_priority
 from app.cli_common import flag_name
 from decoding.errors import DecodingLabError
 
@@ -153,12 +153,12 @@ def new_job(name: str, config: TrainConfig, model: str | None = None,
     return job
 
 
-def launch(job: TrainJob) -> subprocess.Popen:
+def launch(job: TrainJob, budget: JobBudget | None = None) -> subprocess.Popen:
     """Start ``job.command`` in the background (its own process group, cwd = the repository),
     stdout and stderr into ``train.log``, under the background CPU budget (``app.background``:
     half the cores' threads, passive OpenMP waiting, niceness +10) so the lab's pages keep
-    generating; returns at once."""
-    budget = job_budget()
+    generating (``budget``: another one, e.g. the benchmark's unbudgeted run); returns at once."""
+    budget = budget or job_budget()
     env = job_env({**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_MININTERVAL": "1"}, budget)
     with open(job.log_path, "ab") as log:
         process = subprocess.Popen(job.command, stdout=log, stderr=subprocess.STDOUT,

@@ -66,3 +66,28 @@ def test_a_training_run_runs_under_the_budget(tmp_path, monkeypatch):
     assert seen["nice"] == max(9, os.getpriority(os.PRIO_PROCESS, 0))
     assert train_runs.TrainJob.load(tmp_path / "j" / "probe").budget == {
         "threads": 1, "nice": 9, "wait_policy": "PASSIVE"}
+
+
+def test_the_benchmark_entry_measures_alone_and_beside_both_runs(tiny, tmp_path):
+    """On the tiny model, with a stand-in for the training run that writes its ``begin`` record
+    and works until stopped: the structure and the stop, not the speeds (measured on a quiet
+    machine with ``python -m app.bench_background``)."""
+    from app import bench_background as bb
+
+    def stand_in(job):
+        script = ("import json, time\nfrom app.interrupts import accept_interrupts\naccept_interrupts()\n"
+                  f"open({str(job.progress_path)!r}, 'w').write(json.dumps({{'event': 'begin', 'max_steps': 9}}) + '\\n')\n"
+                  "try:\n    time.sleep(120)\nexcept KeyboardInterrupt:\n    raise SystemExit(130)\n")
+        return [sys.executable, "-c", script]
+
+    result = bb.run(tiny, tokens=4, tries=2, config=TrainConfig(), jobs_dir=tmp_path, command=stand_in,
+                    start_timeout=60)
+    assert len(result["alone"]["rates"]) == 2 and result["alone"]["median"] > 0
+    for key, threads, policy in (("beside_budgeted", background.job_budget().threads, "PASSIVE"),
+                                 ("beside_unbudgeted", os.cpu_count(), None)):
+        part = result[key]
+        assert part["started_training"] and len(part["rates"]) == 2 and part["ratio"] > 0
+        assert part["budget"]["threads"] == threads and part["budget"]["wait_policy"] == policy
+        job = train_runs.TrainJob.load(tmp_path / part["job"])
+        assert train_runs.job_status(job, None, known=False) == "stopped"
+    assert "goal: budgeted ratio >= 0.5" in bb.report(result)
