@@ -8,6 +8,7 @@ never recompute a distribution.
 from __future__ import annotations
 
 import html
+import os
 from typing import Literal
 
 import altair as alt
@@ -372,11 +373,42 @@ def step_metrics(step: StepTrace) -> list[tuple[str, str]]:
     ]
 
 
+DUPLICATE_HYPOTHESES = (
+    "Some hypotheses are the same text. Beam groups without a diversity penalty "
+    "(diversity_penalty = 0) search alike and can return the same hypothesis more than once; "
+    "raise diversity_penalty to push the groups apart (Vijayakumar et al. 2016).")
+
+
+def shared_start(texts: list[str]) -> str:
+    """The start every text shares, cut back to the end of a word (never mid-word); "" for
+    fewer than two texts."""
+    if len(texts) < 2:
+        return ""
+    start = os.path.commonprefix(texts)
+    if all(len(t) == len(start) or t[len(start)] == " " for t in texts):
+        return start                                   # ends where a word ends in every text
+    return start[:start.rfind(" ") + 1] if " " in start else ""
+
+
 def hypotheses_frame(generation: Generation) -> pd.DataFrame:
-    """The returned sequences (beam hypotheses, best first) with their scores."""
+    """The returned sequences (beam hypotheses, best first) with their scores. ``differs``:
+    each text after the start they all share ("…" stands for it), so a table whose text cells
+    are cut at their width still shows what tells the hypotheses apart; a duplicate says which
+    hypothesis it repeats (diverse beam search with diversity_penalty 0 returns some)."""
+    texts = [visible_text(s.text, spaces=False) for s in generation.sequences]
+    start = shared_start(texts)
+    first = {}
+    differs = []
+    for i, text in enumerate(texts):
+        if text in first:
+            differs.append(f"(same as #{first[text] + 1})")
+        else:
+            first[text] = i
+            differs.append(("…" + text[len(start):]) if start else text)
     return pd.DataFrame([{
         "rank": i + 1,
-        "text": visible_text(s.text, spaces=False),
+        "differs": differs[i],
+        "text": texts[i],
         "score": s.score,
         "sum logprob": s.sum_logprob,
         "mean logprob": s.mean_logprob,

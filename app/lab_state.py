@@ -26,6 +26,8 @@ ADAPTER_PICK_KEY = "lab.adapter_pick"
 NO_ADAPTER = "(none)"
 
 EMBEDDED_LABEL = "embedded SmolLM2-135M-Instruct"
+# What a table shows in an empty cell (st.dataframe's default is the word "None").
+EMPTY_CELL = "–"
 
 # The prompt last typed on any page (not a widget key: Streamlit drops the state of widgets a
 # run does not draw, and each page draws its own prompt box).

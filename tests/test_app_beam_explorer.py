@@ -39,6 +39,7 @@ def test_beam_search_draws_the_tree_and_ranks_hypotheses(at):
     assert dot.startswith("digraph beam {") and dot.count("b0_") >= 3
     table = at.dataframe[0].value
     assert table["returned"].sum() == 3
+    assert at.dataframe[0].proto.placeholder == "–"      # an empty cell is not the word "None"
     assert list(table["rank by score"].dropna()) == sorted(table["rank by score"].dropna())
 
 
@@ -62,3 +63,13 @@ def test_bad_input_shows_errors(at):
     run(at, num_beams=3, **{be.GROUPS_KEY: 2})
     assert not at.exception
     assert len(at.error) == 1 and "num_beam_groups=2 is out of range" in at.error[0].value
+
+
+def test_groups_without_a_diversity_penalty_are_named(at):
+    run(at, num_beams=4, max_new_tokens=3, **{be.GROUPS_KEY: 2, be.DIVERSITY_KEY: 0.0})
+    assert not at.exception and not at.error
+    generation = at.session_state[be.GENERATION_KEY]
+    assert be.diversity_note(generation) is not None
+    assert [w.value for w in at.warning] == [be.diversity_note(generation)]
+    run(at, num_beams=4, max_new_tokens=3, **{be.GROUPS_KEY: 2, be.DIVERSITY_KEY: 1.0})
+    assert not at.warning

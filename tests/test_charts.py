@@ -294,3 +294,23 @@ def test_the_row_order_is_in_the_data_not_in_an_aggregate_sort():
     key_a = {r: t for r, t in zip(first["row"], first["token"])}
     assert [k for k, t in key_a.items() if t == "a"] == ["000 a"]
     assert "000 a" not in set(later["row"]) and "002 a" in set(later["row"])
+
+
+# ---------------------------------------------------------------------- beam hypotheses table
+
+def beam_generation(texts: list[str]) -> Generation:
+    return Generation(model="hand-built", prompt="p", chat=False, prompt_ids=[1],
+                      config={"strategy": "beam"}, chain=["raw"],
+                      sequences=[SequenceResult(token_ids=[1, 2], text=t, finish_reason="length",
+                                                score=-1.0, sum_logprob=-2.0) for t in texts])
+
+
+def test_hypotheses_show_what_tells_them_apart_not_the_shared_start():
+    frame = charts.hypotheses_frame(beam_generation([
+        "The old map showed a river", "The old map showed a road", "The old map showed the sea",
+        "The old map showed a river"]))
+    # cut back to a word boundary: "a r" is shared by two, "The old map showed " by all
+    assert list(frame["differs"]) == ["…a river", "…a road", "…the sea", "(same as #1)"]
+    assert list(frame["text"])[0] == "The old map showed a river"
+    assert charts.shared_start(["abc", "abd"]) == "" and charts.shared_start(["one"]) == ""
+    assert charts.shared_start(["a b", "a b"]) == "a b"

@@ -44,6 +44,19 @@ def run_beam_search(prompt: str, knobs: dict) -> None:
         "text": {tuple(f.token_ids): lm.decode(f.token_ids) for f in finished}}
 
 
+def diversity_note(generation) -> str | None:
+    """Diverse beam search without a diversity penalty: say so (its groups search alike), and
+    that the returned hypotheses repeat when they do."""
+    cfg = generation.config
+    if cfg.get("num_beam_groups", 1) <= 1 or cfg.get("diversity_penalty", 0.0) > 0:
+        return None
+    texts = [s.text for s in generation.sequences]
+    if len(set(texts)) < len(texts):
+        return charts.DUPLICATE_HYPOTHESES
+    return ("diversity_penalty = 0: the beam groups are not pushed apart, so this is plain beam "
+            "search split into groups; raise diversity_penalty for diverse hypotheses.")
+
+
 def show_tree(generation, decoded: dict) -> None:
     dot = charts_beam.beam_tree_dot(generation, token_text=decoded["last"].get)
     st.graphviz_chart(dot, width="stretch")
@@ -60,7 +73,7 @@ def show_tree(generation, decoded: dict) -> None:
 def show_ranking(generation, decoded: dict) -> None:
     frame = charts_beam.ranking_frame(generation, decode=lambda ids: decoded["text"][tuple(ids)])
     st.subheader("Finished hypotheses: before and after length normalisation")
-    st.dataframe(frame, hide_index=True, column_config={
+    st.dataframe(frame, hide_index=True, placeholder=lab_state.EMPTY_CELL, column_config={
         "Σ log p": st.column_config.NumberColumn(format="%.3f"),
         "score": st.column_config.NumberColumn(format="%.3f")})
     lp = generation.config["length_penalty"]
@@ -115,6 +128,9 @@ def render() -> None:
                    f"{cfg['num_beam_groups']} · {len(generation.beam_steps)} steps · "
                    f"{generation.elapsed_s:.1f} s")
         st.html(charts.token_html(generation))
+        note = diversity_note(generation)
+        if note:
+            st.warning(note)
         decoded = st.session_state[DECODED_KEY]
         show_tree(generation, decoded)
         show_ranking(generation, decoded)

@@ -94,7 +94,7 @@ def show_result(result: dict) -> None:
                            + cr.loop_sentence(loop))
     st.subheader("Metrics")
     frame = cr.compare_frame(rows)
-    st.dataframe(frame, hide_index=True, column_config={
+    st.dataframe(frame, hide_index=True, placeholder=lab_state.EMPTY_CELL, column_config={
         "rep-2 %": st.column_config.NumberColumn(format="%.1f"),
         "rep-3 %": st.column_config.NumberColumn(format="%.1f"),
         "rep-4 %": st.column_config.NumberColumn(format="%.1f"),

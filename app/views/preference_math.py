@@ -7,6 +7,7 @@ import streamlit as st
 
 from alignment import preference_math as pm
 from app import charts_prefmath as cp
+from app import lab_state
 from decoding import DecodingLabError
 
 K = "preference_math."
@@ -65,7 +66,7 @@ def bradley_terry() -> None:
     with left:
         st.altair_chart(cp.bradley_terry_chart(table), width="content")
     with right:
-        st.dataframe(cp.bradley_terry_matrix(table), column_config={
+        st.dataframe(cp.bradley_terry_matrix(table), placeholder=lab_state.EMPTY_CELL, column_config={
             name: st.column_config.NumberColumn(format="percent")
             for name in cp.response_names(len(table.ratings))})
     best = ", ".join(cp.response_names(len(table.ratings))[i] for i in table.most_preferred)
@@ -82,7 +83,7 @@ def maxmin() -> None:
         utility = st.radio("Utility", ["rating", "share"], horizontal=True, key=MM_UTILITY_KEY,
                            help=H["utility"], persist_state="session")
     result = pm.maxmin_choice(cp.parse_groups(text), utility)
-    st.dataframe(cp.maxmin_frame(result), hide_index=True)
+    st.dataframe(cp.maxmin_frame(result), hide_index=True, placeholder=lab_state.EMPTY_CELL)
     chosen = ", ".join(cp.response_names(len(result.worst_case))[i] for i in result.chosen)
     st.success(f"MaxMin choice: {chosen} (worst-case utility {result.value:.4g}): the answer no "
                "group hates, which need not be any group's favourite.")

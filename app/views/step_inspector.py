@@ -261,7 +261,12 @@ def step_scrubber() -> None:
 
 def beam_results(generation) -> None:
     st.html(charts.token_html(generation))
-    st.dataframe(charts.hypotheses_frame(generation), hide_index=True)
+    st.dataframe(charts.hypotheses_frame(generation), hide_index=True, placeholder=lab_state.EMPTY_CELL,
+                 column_config={"differs": st.column_config.TextColumn(
+                     "differs (after the shared start …)", width="large"),
+                     "text": st.column_config.TextColumn(width="medium")})
+    if any(d.startswith("(same as #") for d in charts.hypotheses_frame(generation)["differs"]):
+        st.warning(charts.DUPLICATE_HYPOTHESES)
     st.info("Beam search keeps whole hypotheses rather than a per-step distribution, so the step "
             "scrubber is hidden here. The Beam explorer page shows the beam tree.")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from app import study_jobs
+from app import lab_state, study_jobs
 from app.cli_experiment import STUDIES
 
 K = "studies."
@@ -98,7 +98,7 @@ def show_run(path: Path) -> None:
         for table in files.tables:
             st.markdown(f"**{table.name}**")
             try:
-                st.dataframe(pd.read_csv(table), hide_index=True)
+                st.dataframe(pd.read_csv(table), hide_index=True, placeholder=lab_state.EMPTY_CELL)
             except (OSError, ValueError, pd.errors.ParserError) as exc:
                 st.error(f"{table.name} cannot be read: {exc}")
     with tabs[2]:
@@ -117,7 +117,7 @@ def browse(root: str) -> None:
         return
     name = st.selectbox("Study", names, key=STUDY_KEY, persist_state="session")
     rows = study_jobs.run_rows(root, name)
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, placeholder=lab_state.EMPTY_CELL)
     run = st.selectbox("Run", [r["run"] for r in rows], key=RUN_KEY,
                        format_func=lambda r: f"{r} ({next(x['status'] for x in rows if x['run'] == r)})", persist_state="session")
     if run is not None:
