@@ -212,6 +212,17 @@ def _load_transformers(name: str, dtype: torch.dtype):
         raise ModelLoadError(f"model={name!r}: no such file or directory")
     else:
         source = name  # a hub id
+        cached = _load_cached(source, dtype)
+        if cached is not None:
+            return cached
+        if not hub_reachable():
+            # Without this, an unreachable hub costs huggingface_hub's retries (~48 s) before
+            # the same error.
+            raise ModelLoadError(
+                f"model={name!r} is not in the local Hugging Face cache and the hub "
+                f"({hub_endpoint()}) cannot be reached (checked for {HUB_PROBE_TIMEOUT_S:g} s); "
+                "allowed offline: a local directory, a .gguf file, the embedded model (empty), "
+                "or a hub id already downloaded")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -222,6 +233,45 @@ def _load_transformers(name: str, dtype: torch.dtype):
         raise ModelLoadError(
             f"model={name!r} could not be loaded (a local directory, a .gguf file, or a hub id "
             f"where a hub is reachable): {first}") from None
+    return model, tokenizer
+
+
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the hub opens within ``timeout`` s (False in offline mode,
+    ``HF_HUB_OFFLINE=1``)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0"):
+        return False
+    url = urlsplit(hub_endpoint())
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def _load_cached(source: str, dtype: torch.dtype):
+    """(model, tokenizer) of a hub id already in the local cache, without the network; None
+    when it is not there."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, local_files_only=True)
+    except (OSError, ValueError):
+        return None
     return model, tokenizer
 
 
