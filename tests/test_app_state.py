@@ -111,3 +111,17 @@ def test_compare_result_survives_and_a_failed_run_clears_it(monkeypatch):
     at.text_area(key=cp.SPECS_KEY).input("nonsense:top_q=3")
     at.button(key=cp.RUN_KEY).click().run()
     assert at.error and cp.RESULT_KEY not in at.session_state
+
+
+def test_an_out_of_range_number_is_reported_not_silently_dropped(monkeypatch):
+    at = open_page("step-inspector", monkeypatch)
+    at.number_input(key=si.knob_key("max_new_tokens")).set_value(5000).run()
+    assert [e.value for e in at.error] == [
+        "max_new_tokens=5000 is out of range; allowed: 1 <= max_new_tokens <= 1024; using 1024"]
+    at.radio(key=si.STRATEGY_KEY).set_value("sample").run()
+    at.number_input(key=si.knob_key("top_k")).set_value(-3).run()      # a registry knob
+    assert any(e.value.startswith("top_k=-3 is out of range; allowed: 0 <= top_k <= 100000; using 0")
+               for e in at.error)
+    at.number_input(key=si.knob_key("max_new_tokens")).set_value(4)
+    at.number_input(key=si.knob_key("top_k")).set_value(5).run()
+    assert not at.error

@@ -95,11 +95,11 @@ def render() -> None:
     prompt = lab_state.prompt_box(PROMPT_KEY, height=80, placeholder="The old map showed")
     c = st.columns(4)
     with c[0]:
-        max_new_tokens = st.number_input("max_new_tokens", 1, MAX_TREE_TOKENS, 6,
-                                         key=MAX_NEW_TOKENS_KEY, help=help_text("max_new_tokens"), persist_state="session")
+        max_new_tokens = knobs_ui.number_box("max_new_tokens", 1, MAX_TREE_TOKENS, MAX_NEW_TOKENS_KEY,
+                                             value=6, help=help_text("max_new_tokens"))
     with c[1]:
-        num_beams = st.number_input("num_beams", 1, 8, 3, key=NUM_BEAMS_KEY,
-                                    help=help_text("num_beams"), persist_state="session")
+        num_beams = knobs_ui.number_box("num_beams", 1, 8, NUM_BEAMS_KEY, value=3,
+                                        help=help_text("num_beams"))
     with c[2]:
         length_penalty = st.slider("length_penalty", -2.0, 3.0, 1.0, 0.1, key=LENGTH_PENALTY_KEY,
                                    help=help_text("length_penalty"), persist_state="session")
@@ -108,8 +108,8 @@ def render() -> None:
                                       key=EARLY_STOPPING_KEY, help=help_text("early_stopping"), persist_state="session")
     d = st.columns(4)
     with d[0]:
-        groups = st.number_input("num_beam_groups", 1, 8, 1, key=GROUPS_KEY,
-                                 help=help_text("num_beam_groups"), persist_state="session")
+        groups = knobs_ui.number_box("num_beam_groups", 1, 8, GROUPS_KEY, value=1,
+                                     help=help_text("num_beam_groups"))
     with d[1]:
         diversity = knobs_ui.knob_control("diversity_penalty", DIVERSITY_KEY, 0.0)
     knobs = dict(max_new_tokens=int(max_new_tokens), num_beams=int(num_beams),

@@ -8,6 +8,7 @@ import streamlit as st
 
 from app import charts_repetition as cr
 from app import lab_state
+from app.views.knobs import number_box
 from decoding import DecodingConfig, DecodingLabError, GenerationError, help_text
 from decoding.diagnostics.summary import compare_rows, loop_from_dict
 from decoding.specs import parse_specs, syntax_help
@@ -127,10 +128,11 @@ def render() -> None:
         st.selectbox("Preset", list(PRESETS), key=PRESET_KEY,
                      help="The degeneration study's strategies.", persist_state="session")
         st.button("Add preset", key=ADD_PRESET_KEY, on_click=_add_preset)
-        max_new_tokens = st.number_input("max_new_tokens", 1, 512, 48, key=MAX_NEW_TOKENS_KEY,
-                                         help=help_text("max_new_tokens") + " Default for every "
-                                         "config; a spec may set its own.", persist_state="session")
-        ignore_eos = st.checkbox("ignore_eos", key=IGNORE_EOS_KEY, help=help_text("ignore_eos"), persist_state="session")
+        max_new_tokens = number_box("max_new_tokens", 1, 512, MAX_NEW_TOKENS_KEY, value=48,
+                                    help=help_text("max_new_tokens") + " Default for every "
+                                         "config; a spec may set its own.")
+        ignore_eos = st.checkbox("ignore_eos", key=IGNORE_EOS_KEY, help=help_text("ignore_eos"),
+                                 persist_state="session")
     if st.button("Compare", type="primary", key=RUN_KEY):
         st.session_state.pop(RESULT_KEY, None)      # no old result under a new error (issue 17)
         run_comparison(prompt, specs_text, int(max_new_tokens), ignore_eos)

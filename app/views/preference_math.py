@@ -8,6 +8,7 @@ import streamlit as st
 from alignment import preference_math as pm
 from app import charts_prefmath as cp
 from app import lab_state
+from app.views.knobs import number_box
 from decoding import DecodingLabError
 
 K = "preference_math."
@@ -57,7 +58,8 @@ def bradley_terry() -> None:
     st.latex(r"P(y_i \succ y_j) = \frac{r_i}{r_i + r_j} \quad\text{or}\quad \sigma(r_i - r_j)")
     c = st.columns([3, 2])
     with c[0]:
-        ratings = st.text_input("Ratings r(x, y_i)", "1, 1, 2", key=BT_RATINGS_KEY, help=H["ratings"], persist_state="session")
+        ratings = st.text_input("Ratings r(x, y_i)", "1, 1, 2", key=BT_RATINGS_KEY, help=H["ratings"],
+                                persist_state="session")
     with c[1]:
         form = st.radio("Form", ["strength", "logistic"], horizontal=True, key=BT_FORM_KEY,
                         help=H["form"], persist_state="session")
@@ -93,9 +95,11 @@ def reward_model() -> None:
     st.latex(r"\mathcal{L}_R = -\log \sigma\big(r(x, y_w) - r(x, y_l)\big)")
     c = st.columns(2)
     with c[0]:
-        r_w = st.slider("r_chosen", -5.0, 5.0, 1.0, 0.1, key=RM_CHOSEN_KEY, help=H["r_chosen"], persist_state="session")
+        r_w = st.slider("r_chosen", -5.0, 5.0, 1.0, 0.1, key=RM_CHOSEN_KEY, help=H["r_chosen"],
+                        persist_state="session")
     with c[1]:
-        r_l = st.slider("r_rejected", -5.0, 5.0, 0.0, 0.1, key=RM_REJECTED_KEY, help=H["r_rejected"], persist_state="session")
+        r_l = st.slider("r_rejected", -5.0, 5.0, 0.0, 0.1, key=RM_REJECTED_KEY, help=H["r_rejected"],
+                        persist_state="session")
     result = pm.reward_model_loss(r_w, r_l)
     metrics([("margin r_w − r_l", result.margin), ("P(y_w ≻ y_l)", result.p_chosen),
              ("loss", result.loss)])
@@ -123,11 +127,11 @@ def ipo() -> None:
     with c[0]:
         tau = st.slider("τ", 0.01, 5.0, 0.1, 0.01, key=IPO_TAU_KEY, help=H["tau"], persist_state="session")
     with c[1]:
-        chosen_length = st.number_input("chosen_length", 1, 10_000, 1, key=IPO_CHOSEN_LEN_KEY,
-                                        help=H["chosen_length"], persist_state="session")
+        chosen_length = number_box("chosen_length", 1, 10_000, IPO_CHOSEN_LEN_KEY, value=1,
+                                   help=H["chosen_length"])
     with c[2]:
-        rejected_length = st.number_input("rejected_length", 1, 10_000, 1, key=IPO_REJECTED_LEN_KEY,
-                                          help=H["rejected_length"], persist_state="session")
+        rejected_length = number_box("rejected_length", 1, 10_000, IPO_REJECTED_LEN_KEY, value=1,
+                                     help=H["rejected_length"])
     result = pm.ipo_loss(**probs, tau=tau, chosen_length=int(chosen_length),
                          rejected_length=int(rejected_length))
     metrics([("h", result.h), ("target 1/(2τ)", result.target), ("loss", result.loss)])

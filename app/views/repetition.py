@@ -16,6 +16,7 @@ import streamlit as st
 
 from app import charts_repetition as cr
 from app import lab_state
+from app.views.knobs import number_box
 from decoding import DecodingConfig, DecodingLabError, GenerationError, generate, help_text
 from decoding.diagnostics import loop_probability_trace, self_reinforcement
 from decoding.diagnostics.summary import (main_text_loop, model_pieces, sequence_metrics,
@@ -193,7 +194,8 @@ def self_reinforcement_section() -> None:
                "model has seen a sentence, the surer it is of it.")
     c = st.columns([3, 2, 1])
     with c[0]:
-        sentence = st.text_input("Sentence", "The door was locked.", key=SENTENCE_KEY, persist_state="session")
+        sentence = st.text_input("Sentence", "The door was locked.", key=SENTENCE_KEY,
+                                 persist_state="session")
     with c[1]:
         prefix = st.text_input("Prefix (optional)", "", key=PREFIX_KEY, persist_state="session")
     with c[2]:
@@ -229,8 +231,8 @@ def render() -> None:
             spec = st.text_input("Decoding config (strategy spec)", "greedy", key=SPEC_KEY,
                                  help=syntax_help(), persist_state="session")
         with c[1]:
-            max_new_tokens = st.number_input("max_new_tokens", 1, 512, 64, key=MAX_NEW_TOKENS_KEY,
-                                             help=help_text("max_new_tokens"), persist_state="session")
+            max_new_tokens = number_box("max_new_tokens", 1, 512, MAX_NEW_TOKENS_KEY, value=64,
+                                        help=help_text("max_new_tokens"))
         with c[2]:
             ignore_eos = st.checkbox("ignore_eos", True, key=IGNORE_EOS_KEY,
                                      help=help_text("ignore_eos"), persist_state="session")

@@ -42,8 +42,8 @@ def knob_key(name: str) -> str:
 
 def _number(name: str, min_value, max_value=None, step=1, value=None, **kwargs):
     value = getattr(DEFAULTS, name) if value is None else value
-    return st.number_input(name, min_value=min_value, max_value=max_value, value=value,
-                           step=step, help=help_text(name), key=knob_key(name), **kwargs, persist_state="session")
+    return knobs.number_box(name, min_value, max_value, knob_key(name), value=value, step=step,
+                            help=help_text(name), **kwargs)
 
 
 def _knob(name: str, note: str = ""):

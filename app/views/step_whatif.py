@@ -42,7 +42,8 @@ def _control(name: str):
         return controls.knob_control(name, key(name),
                                      note=" The control's 0 is off." if KNOBS[name].none_at == 0
                                      else "")
-    return st.checkbox(name, key=key(name), help=help_text(name), persist_state="session")      # p_less: on/off
+    return st.checkbox(name, key=key(name), help=help_text(name),
+                       persist_state="session")      # p_less: on/off
 
 
 def knobs(generation: Generation) -> dict:

@@ -17,6 +17,7 @@ from alignment.data import HELD_OUT_DATASETS, TRAINING_DATASETS, held_out
 from alignment.train import METHODS, TrainConfig
 from app import lab_state, train_runs
 from app.cli_common import field_help
+from app.views.knobs import number_box
 from decoding.errors import DecodingLabError
 
 PREFIX = "train_adapter."
@@ -85,24 +86,24 @@ def config_knobs() -> dict | None:
                + ("" if course else " (chosen/rejected given: support_ratio does not apply)"))
     c = st.columns(3)
     with c[0]:
-        method = st.selectbox("method", METHODS, key=key("method"), help=tip("method"), persist_state="session")
+        method = st.selectbox("method", METHODS, key=key("method"), help=tip("method"),
+                              persist_state="session")
     with c[1]:
         support_ratio = st.slider("support_ratio", 0.0, 1.0, 1.0, 0.05, key=key("support_ratio"),
                                   help=tip("support_ratio"), disabled=not course, persist_state="session")
     with c[2]:
         # Keyed per dataset: its range is the dataset's record count.
-        data_size = st.number_input("data_size", 1, records, records, key=key(f"data_size.{dataset}"),
-                                    help=tip("data_size"), persist_state="session")
+        data_size = number_box("data_size", 1, records, key(f"data_size.{dataset}"), value=records,
+                               help=tip("data_size"))
     c = st.columns(3)
     with c[0]:
-        epochs = st.number_input("epochs", 1, 20, DEFAULTS.epochs, key=key("epochs"), help=tip("epochs"), persist_state="session")
+        epochs = number_box("epochs", 1, 20, key("epochs"), value=DEFAULTS.epochs, help=tip("epochs"))
     with c[1]:
-        beta = st.number_input("beta", 0.001, 100.0, DEFAULTS.beta, 0.05, format="%.3f",
-                               key=key("beta"), help=tip("beta"), persist_state="session")
+        beta = number_box("beta", 0.001, 100.0, key("beta"), value=DEFAULTS.beta, step=0.05,
+                          format="%.3f", help=tip("beta"))
     with c[2]:
-        learning_rate = st.number_input("learning_rate", 1e-7, 0.5, DEFAULTS.learning_rate, 1e-5,
-                                        format="%.1e", key=key("learning_rate"),
-                                        help=tip("learning_rate"), persist_state="session")
+        learning_rate = number_box("learning_rate", 1e-7, 0.5, key("learning_rate"),
+                                   value=DEFAULTS.learning_rate, step=1e-5, format="%.1e", help=tip("learning_rate"))
     knobs = dict(method=method, dataset=dataset, data_size=int(data_size), epochs=int(epochs),
                  beta=float(beta), learning_rate=float(learning_rate))
     if course:
