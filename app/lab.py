@@ -64,9 +64,9 @@ def draw_sidebar() -> None:
                            "local transformers directory, a .gguf file, or a hub id where a hub "
                            "is reachable.")
         st.selectbox("Trained adapters", lab_state.adapter_options(), key=lab_state.ADAPTER_PICK_KEY,
-                     on_change=lab_state.use_picked_adapter,
-                     help="Adapters under adapters/ (the Train page writes them there); picking "
-                          "one fills the Adapter field.")
+                     on_change=lab_state.use_picked_adapter, format_func=lab_state.adapter_label,
+                     help="Adapters under adapters/ (the Train page writes them there), by name; "
+                          "picking one fills the Adapter field with its path.")
         st.text_input("Adapter", key=lab_state.ADAPTER_KEY, placeholder="none",
                       help="Optional: a PEFT (LoRA) adapter directory trained on this model.")
         st.toggle("Chat template", value=True, key=lab_state.CHAT_KEY,

@@ -112,6 +112,12 @@ def adapter_options() -> list[str]:
     return [NO_ADAPTER] + [display_path(p) for p in list_adapters()]
 
 
+def adapter_label(option: str) -> str:
+    """An adapter as the sidebar lists it: its name, not its path (the sidebar's narrow box cut
+    every path to the same "adapters/dpo-stance-…")."""
+    return option if option == NO_ADAPTER else option.rstrip("/").rsplit("/", 1)[-1]
+
+
 def use_picked_adapter() -> None:
     """Callback of the "Trained adapters" box: copy the pick into the Adapter field."""
     picked = st.session_state.get(ADAPTER_PICK_KEY)
