@@ -12,9 +12,10 @@ the run's last kept token (``StepTrace.prefix``) and every stage's full-vocabula
 so the unrecorded tail is known by its mass, its size and a bound (no tail token is more likely
 than the prefix's last). The what-if runs the chain over the candidates plus the tail twice,
 completed two extreme ways: spread evenly, and piled onto as few tokens as the bound allows.
-When neither completion keeps a tail token and both give every candidate the same final
-probability, the kept set and the final distribution do not depend on the tail: the result is
-exact (``extra["exact"]``), as with the run's own settings (a kept set inside the record).
+When both completions drop the tail (or both keep all of it, as with no truncation at T = 1) and
+give every candidate the same final probability, the kept set and the final distribution do not
+depend on the tail: the result is exact (``extra["exact"]``), as with the run's own settings (a
+kept set inside the record).
 Otherwise it is approximate (the spread completion is shown). Traces made before the prefix was
 recorded are renormalised over their top-N, approximate unless that holds all the mass. XTC is
 random and is left out; adaptive-p starts from its initial average (the run's average at that
@@ -83,8 +84,7 @@ def whatif_step(step: StepTrace, config: DecodingConfig) -> StepTrace:
     runs = [_run(chain, logp, tail) for tail in tails]
     logprobs, kept, tail_kept = runs[0]
     n = len(step.candidates)
-    exact = all(t == 0 for _, _, t in runs) and all(
-        torch.allclose(r[0][-1][:n].exp(), logprobs[-1][:n].exp(), atol=AGREE, rtol=0) for r in runs[1:])
+    exact = _agree(runs, n, len(tails[0]))
     if not tails[0].numel() and step.vocab_size == 0:
         exact = top_n_mass(step) >= 1 - AGREE          # an old trace that holds everything
     probs = torch.stack([lp[:n].exp() for lp in logprobs], dim=1).tolist()   # (candidates, stages)
@@ -103,6 +103,18 @@ def whatif_step(step: StepTrace, config: DecodingConfig) -> StepTrace:
         kept_count=int(kept[-1].sum()),
         extra={"whatif_input_stage": step.stages[base], "exact": bool(exact),
                "tail_kept": tail_kept, "recorded_mass": top_n_mass(step)})
+
+
+def _agree(runs: list, n: int, tail_size: int) -> bool:
+    """Whether the completions of the tail give the same result: every candidate's final
+    probability, and a tail that is either dropped or kept whole in each (a tail kept in part
+    depends on what the unrecorded tokens are)."""
+    whole = {0, tail_size}
+    if any(t not in whole for _, _, t in runs) or len({t for _, _, t in runs}) > 1:
+        return False
+    finals = [r[0][-1].exp() for r in runs]
+    return all(torch.allclose(f[:n], finals[0][:n], atol=AGREE, rtol=0)
+               and abs(float(f[n:].sum() - finals[0][n:].sum())) <= AGREE for f in finals[1:])
 
 
 def _input_logprobs(step: StepTrace, base: int) -> torch.Tensor:

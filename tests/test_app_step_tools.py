@@ -62,9 +62,12 @@ def test_whatif_knobs_change_the_kept_set_without_the_model(sampled):
 
 def test_whatif_beyond_the_record_says_approximate(sampled):
     at = sampled
-    at.number_input(key=sw.key("top_k")).set_value(0).run()        # off: the whole vocabulary
+    at.number_input(key=sw.key("top_k")).set_value(0)              # off, and a wide nucleus
+    at.slider(key=sw.key("top_p")).set_value(0.99).run()
     assert not at.exception
     assert any(m.value.startswith("**Approximate**: they keep") for m in at.markdown)
+    at.slider(key=sw.key("top_p")).set_value(1.0).run()             # no cut at T = 1: exact
+    assert any(m.value.startswith("**Exact**") for m in at.markdown)
     at.number_input(key=sw.key("top_k")).set_value(3).run()
     assert any(m.value.startswith("**Exact**") for m in at.markdown)
 

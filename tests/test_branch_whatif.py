@@ -164,6 +164,17 @@ def test_whatif_says_approximate_only_beyond_the_record(tiny):
     assert [by_id[c.token_id] for c in top5] == pytest.approx(expected.tolist(), abs=1e-5)
 
 
+def test_no_truncation_keeps_the_whole_tail_exactly_and_a_hotter_one_does_not(tiny):
+    greedy = generate(tiny, "The cat", DecodingConfig(max_new_tokens=2))
+    step = greedy.steps[0]
+    same = whatif_step(step, whatif_config(greedy.config))
+    assert same.extra["exact"] and same.kept_count == step.kept_count == tiny.vocab_size
+    assert [c.probs[-1] for c in same.candidates] == pytest.approx([c.probs[0] for c in step.candidates],
+                                                                   abs=1e-6)
+    hotter = whatif_step(step, whatif_config(greedy.config, temperature=1.5))
+    assert not hotter.extra["exact"]       # the partition at T = 1.5 depends on the tail
+
+
 def test_an_old_trace_without_the_prefix_is_renormalised_and_approximate():
     step = hand_step(LOGITS)
     step.candidates = step.candidates[:4]                  # a top-4 record of 8 tokens

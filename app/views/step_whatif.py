@@ -75,6 +75,10 @@ def exactness_note(step: StepTrace, result: StepTrace) -> str:
     """One line: exact, or approximate and why (the settings reach past the recorded tokens)."""
     recorded = len(step.candidates)
     mass = result.extra.get("recorded_mass", top_n_mass(step))
+    if result.extra.get("exact") and result.extra.get("tail_kept"):
+        return (f"**Exact**: these settings cut nothing and keep the distribution as it was; the "
+                f"{recorded} recorded tokens hold {mass:.1%} of it, the rest is kept whole; no "
+                "model call.")
     if result.extra.get("exact"):
         return (f"**Exact**: every token these settings keep is among the {recorded} recorded "
                 f"tokens ({mass:.1%} of the probability the sampling stages saw); no model call.")
