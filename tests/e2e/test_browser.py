@@ -1,9 +1,13 @@
 """The lab in a real browser: ``streamlit run`` on a free local port, Debian's chromium through
 Playwright, the embedded SmolLM2 model (the page default).
 
-Generates on the Step inspector, moves the step scrubber, re-runs a step in the what-if panel,
-branches, then opens every page in the navigation; a full-page screenshot of each state goes to
-``runs/e2e-screenshots/`` (printed at the end). Skips, saying why, without playwright or chromium.
+Generates on the Step inspector, moves the step scrubber, re-runs a step in the what-if panel
+(with the run's own settings it must reproduce the run), branches; scrubs a top-p 0.9 run and
+checks the drawn bar order and the "p reached" line at several steps; leaves the page and comes
+back (prompt and result kept); opens every page by its URL and from the navigation. The Train
+page: a double-clicked "Start training" starts one run, a stopped run shows as stopped. A
+full-page screenshot of each state goes to ``runs/e2e-screenshots/`` (printed at the end).
+Skips, saying why, without playwright or chromium.
 """
 
 from __future__ import annotations
@@ -59,6 +63,53 @@ def assert_no_exception(page, where: str) -> None:
     assert errors.count() == 0, f"{where}: {errors.first.inner_text()[:2000]}"
 
 
+URL_PAGES = {"step-inspector": "Step inspector", "compare": "Compare decodings",
+             "repetition": "Repetition lab", "beam-explorer": "Beam explorer",
+             "preference-math": "Preference math", "studies": "Studies",
+             "alignment": "Alignment × decoding", "train": "Train an adapter"}
+
+# The bars of the stage chart number ``index``, panel by panel (left to right): the probability
+# its tooltip names, where it is drawn (the middle of its row) and its status.
+PANELS_JS = """([index]) => {
+  const chart = document.querySelectorAll("[data-testid='stVegaLiteChart']")[index];
+  const bars = [...chart.querySelectorAll("[aria-roledescription='bar']")].map(b => {
+    const label = b.getAttribute("aria-label");
+    const r = b.getBoundingClientRect();
+    return {x: Math.round(r.left), y: r.top + r.height / 2,
+            p: parseFloat(/probability: ([0-9.e-]+)%/.exec(label)[1]),
+            status: /status: (\\w+)/.exec(label)[1]};
+  });
+  const lefts = [...new Set(bars.map(b => b.x))].sort((a, b) => a - b);
+  return lefts.map(x => bars.filter(b => b.x === x));
+}"""
+RULE_JS = """([index]) => {
+  const chart = document.querySelectorAll("[data-testid='stVegaLiteChart']")[index];
+  const rule = chart.querySelector("[aria-roledescription='rule']");
+  if (!rule) return null;
+  const r = rule.getBoundingClientRect();
+  return r.top + r.height / 2;
+}"""
+
+
+def chart_panels(page, index: int) -> list[list[dict]]:
+    return page.evaluate(PANELS_JS, [index])
+
+
+def chart_rule_y(page, index: int) -> float | None:
+    return page.evaluate(RULE_JS, [index])
+
+
+def range_input(page, label: str):
+    """The range input of the (first) slider labelled ``label``."""
+    return page.locator(f"input[type='range'][aria-label='{label}']").first
+
+
+def metric(page, label: str) -> str:
+    """The value of the metric labelled ``label``."""
+    box = page.locator("[data-testid='stMetric']").filter(has_text=label).first
+    return box.locator("[data-testid='stMetricValue']").inner_text().strip()
+
+
 def set_number(page, label: str, value: int) -> None:
     box = page.locator(f"input[aria-label='{label}']").last
     box.fill(str(value))
@@ -101,9 +152,16 @@ def test_step_inspector_then_every_page(lab_url):
         assert charts.count() >= 2   # the recorded step and the what-if panel
         shot(page, "02-step-inspector-step-3")
 
+        # What-if with the run's own settings reproduces the recorded step (issue 17): exact,
+        # the same kept count and the chosen token's final probability as the run.
+        page.get_by_text(re.compile(r"^Exact: ")).first.wait_for(timeout=30_000)
+        assert metric(page, "kept (what-if)") == metric(page, "kept set").removesuffix(" tokens").replace(",", "")
+        assert metric(page, "recorded token: p final") == metric(page, "p raw → final").split(" → ")[1]
+
         # What-if: keep only the 2 most likely tokens, no model call.
-        set_number(page, "top_k", 2)    # the what-if panel's (greedy shows no other top_k)
-        page.get_by_text(re.compile(r"^2 of \d+$")).wait_for(timeout=30_000)
+        set_number(page, "top_k", 2)    # the what-if panel's (the run's own sits in the form above)
+        page.locator("[data-testid='stMetric']").filter(has_text="kept (what-if)").get_by_text(
+            re.compile(r"^2$")).wait_for(timeout=30_000)
         page.get_by_text("What if: other sampling settings").scroll_into_view_if_needed()
         shot(page, "03-step-inspector-what-if")
 
@@ -114,6 +172,69 @@ def test_step_inspector_then_every_page(lab_url):
         wait_idle(page)
         assert_no_exception(page, "branch")
         shot(page, "04-step-inspector-branch")
+
+        # A top-p 0.9 run, scrubbed: at every step the bars are drawn by probability and the
+        # "p = 0.9 reached" line sits under the nucleus' last token (issue 17: a stale row order
+        # drew a 37.8% bar below a 1.1% one after scrubbing).
+        page.get_by_text("sample", exact=True).first.click()
+        wait_idle(page)
+        top_p = range_input(page, "top_p")
+        top_p.focus()
+        for _ in range(10):
+            top_p.press("ArrowLeft")          # 1.00 -> 0.90
+        wait_idle(page)
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text(re.compile(r"top_p = 0\.9: ")).first.wait_for(timeout=180_000)
+        wait_idle(page)
+        assert_no_exception(page, "top-p run")
+        step_slider = page.get_by_role("slider").first
+        checked = 0
+        for step in range(6):
+            if step:
+                step_slider.focus()
+                step_slider.press("ArrowRight")
+                page.get_by_text(re.compile(rf"^Step {step}: ")).wait_for(timeout=30_000)
+                wait_idle(page)
+            if step in (0, 3, 5):
+                panels = chart_panels(page, 0)
+                for bars in panels:
+                    probs = [b["p"] for b in bars]
+                    assert probs == sorted(probs, reverse=True), f"step {step}: bars out of order {probs}"
+                rule = chart_rule_y(page, 0)
+                if rule is not None:
+                    last = panels[-1]                     # the top_p panel (the chain's last)
+                    above = sum(b["y"] < rule for b in last)
+                    assert above == sum(b["status"] != "removed" for b in last), f"step {step}: line at {above}"
+                    checked += 1
+                if step == 5:
+                    shot(page, "05-step-inspector-top-p-step-5")
+                    # the run's own settings in the what-if: exact, same kept set as the run
+                    page.get_by_text(re.compile(r"^Exact: ")).first.wait_for(timeout=30_000)
+                    assert metric(page, "kept (what-if)") == metric(page, "kept set").removesuffix(
+                        " tokens").replace(",", "")
+                    assert page.get_by_text(re.compile(r"Newly kept: none\s+·\s+newly removed: none")).count() >= 1
+        assert checked >= 1, "the nucleus never ended among the tokens shown"
+
+        # Leave the page and come back: the prompt, the settings and the result stay.
+        page.get_by_role("link", name="Compare decodings").click()
+        page.get_by_role("heading", name="Compare decodings").wait_for(timeout=60_000)
+        wait_idle(page)
+        assert page.locator("textarea[aria-label='Prompt']").input_value() == PROMPT   # shared
+        page.get_by_role("link", name="Step inspector").click()
+        page.get_by_role("heading", name="Step inspector").wait_for(timeout=60_000)
+        wait_idle(page)
+        assert page.locator("textarea[aria-label='Prompt']").input_value() == PROMPT
+        page.get_by_text(re.compile(r"^Step 5: ")).wait_for(timeout=30_000)
+        assert page.get_by_text("produced with other settings").count() == 0
+        shot(page, "06-step-inspector-after-coming-back")
+
+        # Every page opens by its URL.
+        for path, title in URL_PAGES.items():
+            page.goto(f"{lab_url}/{path}")
+            page.get_by_role("heading", name=title).wait_for(timeout=60_000)
+            wait_idle(page)
+            assert page.get_by_text("Page not found").count() == 0, path
+            assert_no_exception(page, f"/{path}")
 
         # Every page of the navigation.
         links = page.locator("[data-testid='stSidebarNavLink']")
@@ -175,7 +296,7 @@ def test_train_page_runs_in_the_background_and_the_adapter_reaches_the_sidebar(t
         name.press("Enter")
         wait_idle(page)
         started = time.monotonic()
-        page.get_by_role("button", name="Start training").click()
+        page.get_by_role("button", name="Start training").dblclick()     # one run, not two
         page.get_by_text("e2e-tiny").first.wait_for(timeout=30_000)
         assert time.monotonic() - started < 15, "starting a run must not wait for it"
         shot(page, "20-train-started")
@@ -190,4 +311,19 @@ def test_train_page_runs_in_the_background_and_the_adapter_reaches_the_sidebar(t
         sidebar = page.locator("[data-testid='stSidebar']")
         sidebar.locator("[data-testid='stSelectbox']").filter(has_text="Trained adapters").locator("input").first.click()
         page.get_by_role("option", name=re.compile("e2e-tiny$")).wait_for(timeout=10_000)
+        page.keyboard.press("Escape")
+        assert [p.name for p in (tmp_path / "jobs").iterdir()] == ["e2e-tiny"]   # the double click
+
+        # A long run, stopped: shown as stopped, not failed.
+        set_number(page, "epochs", 20)
+        name.fill("e2e-stop")
+        name.press("Enter")
+        wait_idle(page)
+        page.get_by_role("button", name="Start training").click()
+        page.get_by_text("e2e-stop").first.wait_for(timeout=30_000)
+        page.get_by_role("button", name="Stop").first.click()
+        page.get_by_text("Stopped on request; no adapter was written.").wait_for(timeout=120_000)
+        assert page.get_by_text(re.compile(r"e2e-stop · failed")).count() == 0
+        shot(page, "22-train-stopped")
     assert (tmp_path / "adapters" / "e2e-tiny" / "adapter_config.json").is_file()
+    assert not (tmp_path / "adapters" / "e2e-stop").exists()
