@@ -24,7 +24,7 @@ def register(subparsers) -> None:
         description="Judge the stance of answers towards live-action adaptations of anime and manga. "
                     "FILE holds JSON lines with fields 'prompt' and 'answer'. The judge reports its "
                     "agreement with readers on generated answers first, and refuses to judge below "
-                    "--min-accuracy. Example: declab stance answers.jsonl --json")
+                    "--min-kappa. Example: declab stance answers.jsonl --json")
     p.add_argument("file", metavar="FILE", help="JSON-lines file of {\"prompt\", \"answer\"} records")
     p.add_argument("--model", default=None, help="base model whose features the judge uses (default: "
                    "the embedded SmolLM2-135M-Instruct)")

@@ -46,7 +46,7 @@ def test_base_and_adapter_answer_side_by_side_and_the_step_view_needs_no_model(a
     result = at.session_state[ad.RESULT_KEY]
     assert [a["model"] for a in result["answers"]] == ["base", "tiny-dpo"]
     # the tiny model cannot separate stances: the classifier refuses, and the page says so
-    assert result["refusal"] and "below min_accuracy" in result["refusal"]
+    assert result["refusal"] and "below min_kappa" in result["refusal"]
     assert any("No stance labels" in w.value for w in at.warning)
     steps = result["extras"]["tiny-dpo"]["distributions"]
     assert len(steps) == len(result["answers"][1]["token_ids"])

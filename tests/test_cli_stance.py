@@ -37,7 +37,7 @@ def test_good_file_json_in_input_order(tiny_dir, tmp_path, capsys):
     out = tmp_path / "judged.json"
     code = app.cli.main(["stance", file, "--json", "--model", str(tiny_dir), "--dataset", str(refs),
                          "--labelled", "", "--three-way", "false", "--features", "answer", "--folds", "3",
-                         "--min-accuracy", "0", "--out", str(out)])
+                         "--min-kappa", "-1", "--out", str(out)])
     assert code == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in rows] == ["a", "b", "c"]
