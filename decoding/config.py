@@ -25,11 +25,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .stages import PROCESSOR_ORDERS, STAGE_NAMES, planned_stages
+from .guide import AMATEURS
+from .stages import FIRST_STAGES, PROCESSOR_ORDERS, STAGE_NAMES, planned_stages
 from .errors import (ConfigError, check_number, check_range, is_integer, is_real, out_of_range,
                      range_text)
 
 STRATEGIES = ("greedy", "sample", "beam", "contrastive", "mirostat")
+# The strategies a two-model knob (realign, contrastive_alpha, guidance_scale) works with: those
+# of the step loop (``loop.decode_mixed``), where the second forward runs.
+TWO_MODEL_STRATEGIES = ("greedy", "sample", "mirostat")
 CONTRASTIVE_DEFAULT_K = 4  # SimCTG's and transformers' documented k when top_k is 0
 DEFAULT_BREAKERS = ("\n", ":", "\"", "*")  # llama.cpp's default DRY sequence breakers
 
@@ -149,6 +153,32 @@ class DecodingConfig:
                                "In [0, 1].")
     num_return_sequences: int = knob(1, "Sequences to return: samples drawn independently "
                                      "(sample, mirostat), or the best finished hypotheses (beam).")
+    realign: float | None = knob(None, "Decoding-time realignment (DeRa, Liu et al. ICML 2024): "
+                                 "logits = base + realign * (adapter - base), the base being the "
+                                 "model with its adapter disabled. 0 = the base, 1 = the adapter, "
+                                 "> 1 stronger alignment (about the adapter retrained with KL "
+                                 "strength beta / realign). Needs an adapter. None = off; >= 0. "
+                                 "Runs a second forward per step.")
+    contrastive_alpha: float | None = knob(None, "Contrastive decoding (Li et al. 2023): score "
+                                           "log p_expert - log p_amateur over the tokens with "
+                                           "p_expert >= alpha * max p_expert (the rest are "
+                                           "removed). Expert and amateur are the adapter and "
+                                           "the base (see amateur). Needs an adapter. None = off; "
+                                           "in (0, 1], typical 0.1; 1 = greedy on the expert.")
+    amateur: str = knob("base", "Contrastive decoding: which model is the amateur, 'base' (the "
+                        "adapter is the expert: amplifies what alignment changed) or 'adapter' "
+                        "(the base is the expert).", choices=AMATEURS)
+    guidance_scale: float | None = knob(None, "Classifier-free guidance (Sanchez et al. 2023; "
+                                        "transformers' guidance_scale): log-probabilities = "
+                                        "uncond + scale * (cond - uncond), uncond being the "
+                                        "model's reading of negative_prompt (or of the last "
+                                        "prompt token), as transformers computes it. None or 1 = "
+                                        "off; > 1 follows the prompt more; >= 0. Runs a second "
+                                        "forward per step.")
+    negative_prompt: str | None = knob(None, "Classifier-free guidance: raw text the "
+                                       "unconditional side starts from instead of the last "
+                                       "prompt token (transformers' negative_prompt_ids). "
+                                       "None = none.")
     seed: int = knob(0, "Seed of the torch.Generator every random draw comes from.")
     stop_strings: tuple[str, ...] = knob((), "Stop as soon as the generated text contains one of "
                                          "these strings (the string is kept in the output).")
@@ -354,7 +384,38 @@ def validate(c: DecodingConfig) -> None:
                            f"1 for {c.strategy} (it is deterministic: every copy would be the same)")
     _check_int("seed", c.seed, 0, 2**63 - 1)
     _check_strings("stop_strings", c.stop_strings)
+    _check_two_models(c)
     _check_processor_order(c)
+
+
+def _check_two_models(c: DecodingConfig) -> None:
+    if c.realign is not None:
+        _check_float("realign", c.realign, lambda v: 0 <= v <= 100,
+                     "0 <= realign <= 100 (0 = the base, 1 = the adapter), or None (off)")
+    if c.contrastive_alpha is not None:
+        _check_float("contrastive_alpha", c.contrastive_alpha, lambda v: 0 < v <= 1,
+                     "0 < contrastive_alpha <= 1, or None (off)")
+    if c.amateur not in AMATEURS:
+        raise out_of_range("amateur", c.amateur, " | ".join(AMATEURS))
+    if c.guidance_scale is not None:
+        _check_float("guidance_scale", c.guidance_scale, lambda v: 0 <= v <= 100,
+                     "0 <= guidance_scale <= 100 (1 = off), or None (off)")
+    if c.negative_prompt is not None:
+        if not isinstance(c.negative_prompt, str) or not c.negative_prompt.strip():
+            raise out_of_range("negative_prompt", c.negative_prompt, "non-empty text, or None")
+        if c.guidance_scale is None:
+            raise out_of_range("negative_prompt", c.negative_prompt,
+                               "None unless guidance_scale is set (it feeds guidance only)")
+    on = [(name, getattr(c, field)) for name, field in
+          (("realign", "realign"), ("contrastive_alpha", "contrastive_alpha"),
+           ("guidance_scale", "guidance_scale")) if getattr(c, field) is not None]
+    if len(on) > 1:
+        raise ConfigError(f"{' and '.join(f'{n}={v!r}' for n, v in on)} are both set; allowed: "
+                          "at most one two-model knob (they share the second forward)")
+    if on and c.strategy not in TWO_MODEL_STRATEGIES:
+        raise out_of_range("strategy", c.strategy,
+                           f"{' | '.join(TWO_MODEL_STRATEGIES)} with {on[0][0]}={on[0][1]!r} "
+                           "(the two-model stages run in the step loop)")
 
 
 def _check_logit_bias(pairs: Any) -> None:
@@ -392,7 +453,7 @@ def _check_processor_order(c: DecodingConfig) -> None:
                           "each stage at most once")
     fixed = {"temperature", "mirostat"} if c.strategy == "mirostat" else set()
     every = planned_stages(c, PROCESSOR_ORDERS["transformers"])
-    missing = [n for n in every if n not in order and n not in fixed]
+    missing = [n for n in every if n not in order and n not in fixed and n not in FIRST_STAGES]
     if missing:
         raise ConfigError(f"processor_order={list(order)!r} leaves out the active stage(s) "
                           f"{', '.join(missing)}; allowed: a list that names every active stage "

@@ -29,6 +29,7 @@ from .config import DecodingConfig
 from .contrastive import contrastive_batch
 from .errors import ConfigError
 from .forward import decode_step
+from .guide import check_guides, guide_kind, start_guide
 from .lanes import Lane, Request, droppable, plan_lanes, shrink_lanes
 from .models import LM
 from .recorder import TokenTexts, record_steps
@@ -138,11 +139,14 @@ def decode_mixed(lm: LM, requests: list[Request], *, trace: bool = True,
     request, (its sequences, its chain's stage names).
     """
     model = lm.model
+    guide_key = check_guides(lm, [req.config for req in requests])
     lanes, rows, first_row = plan_lanes(lm, requests)
     names = [(lane.config, lane.names) for lane in lanes]   # lanes may leave the batch
     pad = pad_token_id(lm)
     with torch.inference_mode():
         logits, state, input_ids, mask = shared_prefill(model, rows, pad)
+        # a two-model knob: the second logits of every step (guide.py); else no second forward
+        guide, second = start_guide(lm, guide_key, input_ids, mask)
     batch, prompt_len = input_ids.shape
     seq = (input_ids if mask is None else input_ids.masked_fill(mask == 0, -1)).to(lm.device)
     room = lm.max_context - prompt_len
@@ -165,7 +169,7 @@ def decode_mixed(lm: LM, requests: list[Request], *, trace: bool = True,
             traces: list[StepTrace] = []
             for lane in lanes:
                 picked, lane_traces = lane_step(lane, logits, seq, prompt_len, where[lane.rows],
-                                                progress, texts, trace_top)
+                                                progress, texts, trace_top, second)
                 chosen[lane.rows] = progress.pad_finished(picked, pad, where[lane.rows])
                 traces += lane_traces
             if progress.add(chosen, logits, traces, where):
@@ -177,8 +181,12 @@ def decode_mixed(lm: LM, requests: list[Request], *, trace: bool = True,
                 where = [where[i] for i in keep]
                 chosen, seq = chosen[kept], seq[kept]
                 state.select_rows(kept)
+                if guide is not None:
+                    guide.select_rows(kept)
             seq = torch.cat([seq, chosen[:, None]], dim=-1)
             logits, _ = decode_step(model, chosen, state)
+            if guide is not None:
+                second = guide.next(chosen)
 
     results = progress.results(lm)
     return [(results[first_row[i]:first_row[i] + req.config.num_return_sequences],
@@ -188,16 +196,21 @@ def decode_mixed(lm: LM, requests: list[Request], *, trace: bool = True,
 
 def lane_step(lane: Lane, logits: torch.Tensor, seq: torch.Tensor, prompt_len: int,
               lane_rows: list[int], progress: RowProgress, texts: TokenTexts | None,
-              trace_top: int) -> tuple[torch.Tensor, list[StepTrace]]:
+              trace_top: int, second: torch.Tensor | None = None
+              ) -> tuple[torch.Tensor, list[StepTrace]]:
     """One ``step`` of one lane over its rows. ``lane_rows``: the row of each of the lane's
-    batch positions. Returns the lane's tokens (pad for finished rows comes later) and the
-    traces of its live rows (none when ``texts`` is None)."""
+    batch positions; ``second``: the batch's second logits (a two-model knob is on). Returns
+    the lane's tokens (pad for finished rows comes later) and the traces of its live rows (none
+    when ``texts`` is None)."""
     live = [i for i, r in enumerate(lane_rows) if progress.finish[r] is None]
+    kind = guide_kind(lane.config)
+    guide = second[lane.rows] if second is not None and kind is not None else None
     ctx = StepContext(input_ids=seq[lane.rows], prompt_length=prompt_len,
-                      row_generators=lane.groups, state=lane.state, live=live)
+                      row_generators=lane.groups, state=lane.state, live=live, guide=guide)
     record = None if texts is None else (
-        lambda history, chosen: record_steps(ctx.generated, [h.cpu() for h in history],
-                                             lane.names, chosen.cpu(), live, trace_top, texts))
+        lambda history, chosen: record_steps(
+            ctx.generated, [h.cpu() for h in history], lane.names, chosen.cpu(), live, trace_top,
+            texts, None if guide is None else guide.cpu(), kind or ""))
     pick = multinomial(lane.groups) if lane.sampling else argmax
     chosen, traces, lane.state = step(lane.chain, ctx, logits[lane.rows], pick, record)
     return chosen, traces

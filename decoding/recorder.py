@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-from .stages import PENALTY_STAGES
+from .stages import FIRST_STAGES, PENALTY_STAGES
 from .trace import Candidate, StepTrace
 
 # The deepest prefix recorded to cover a run's kept set. A kept set wider than this (a flat
@@ -26,10 +26,10 @@ EXACT_TOP_MAX = 1000
 
 def input_stage_index(stage_names: list[str]) -> int:
     """Index of the stage whose output the sampling stages receive: the last of the leading
-    penalty stages (0, ``raw``, when there are none)."""
+    penalty stages, a two-model stage among them (0, ``raw``, when there are none)."""
     index = 0
     for j, name in enumerate(stage_names[1:], start=1):
-        if name not in PENALTY_STAGES:
+        if name not in PENALTY_STAGES and name not in FIRST_STAGES:
             break
         index = j
     return index
@@ -52,7 +52,8 @@ class TokenTexts:
 
 def record_steps(step: int, history: list[torch.Tensor], stage_names: list[str],
                  chosen: torch.Tensor, rows: list[int], top_n: int,
-                 token_text: TokenTexts) -> list[StepTrace]:
+                 token_text: TokenTexts, second: torch.Tensor | None = None,
+                 second_name: str = "") -> list[StepTrace]:
     """Step traces for ``rows`` of a batch.
 
     history: scores after each stage, raw first, each ``(batch, vocab)`` float32.
@@ -60,6 +61,10 @@ def record_steps(step: int, history: list[torch.Tensor], stage_names: list[str],
     Candidates are the union of the raw top-N, the final top-N, the chosen token and the
     sampling stages' input ranked down to ``prefix_depth`` (which covers the kept set), ordered
     by raw probability.
+    second: ``(batch, vocab)`` a two-model stage's second logits (``second_name``: ``base`` or
+    ``unconditional``); its top-N join the candidates, each with its probability under it
+    (``Candidate.second_prob``). The raw distribution is the loaded model's, the combined one
+    the two-model stage's output (``probs[1]``).
     """
     if not rows:
         return []
@@ -85,18 +90,25 @@ def record_steps(step: int, history: list[torch.Tensor], stage_names: list[str],
     source = history[base][index]
     depth = prefix_depth(source, widest_cut([h[index] for h in history[base + 1:]], source), top_n)
     prefix = torch.topk(source, int(depth.max()), dim=-1).indices
+    if second is not None:
+        second_logp = torch.log_softmax(second[index], dim=-1)
+        second_top = torch.topk(second_logp, n, dim=-1).indices
 
     traces = []
     for i, row in enumerate(rows):
-        ids = _candidate_ids(raw_top[i].tolist() + prefix[i, :int(depth[i])].tolist(),
+        extra_top = second_top[i].tolist() if second is not None else []
+        ids = _candidate_ids(raw_top[i].tolist() + prefix[i, :int(depth[i])].tolist() + extra_top,
                              final_top[i].tolist(), int(picked[i]), raw[i])
         ids_t = torch.tensor(ids, dtype=torch.long)
+        second_probs = (second_logp[i, ids_t].exp().tolist() if second is not None
+                        else [None] * len(ids))
         probs = torch.stack([lp[i, ids_t].exp() for lp in logprobs], dim=1)           # (cands, stages)
         kept = torch.stack([torch.isfinite(h[row, ids_t]) for h in history], dim=1)
         raw_logits = raw[i, ids_t].tolist()
         probs_l, kept_l = probs.tolist(), kept.tolist()
         candidates = [Candidate(token_id=t, text=token_text(t), raw_logit=raw_logits[j],
-                                probs=probs_l[j], kept=kept_l[j]) for j, t in enumerate(ids)]
+                                probs=probs_l[j], kept=kept_l[j], second_prob=second_probs[j])
+                      for j, t in enumerate(ids)]
         token = int(picked[i])
         traces.append(StepTrace(
             step=step, token_id=token, token_text=token_text(token),
@@ -106,7 +118,7 @@ def record_steps(step: int, history: list[torch.Tensor], stage_names: list[str],
             entropy_raw=float(entropy_raw[i]), entropy_final=float(entropy_final[i]),
             kept_count=int(kept_count[i]), stages=list(stage_names), candidates=candidates,
             raw_logsumexp=float(lse[i]), stage_kept=stage_kept[i], prefix=int(depth[i]),
-            vocab_size=int(raw.shape[-1])))
+            vocab_size=int(raw.shape[-1]), second=second_name if second is not None else ""))
     return traces
 
 

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import torch
 
+from . import guide as G
 from . import processors as P
 from . import samplers as S
 from .diverse_beam import hamming_diversity
@@ -46,6 +47,8 @@ class StepContext:
     state: the per-row state of the stateful stages (mirostat's μ, adaptive-p's average), by
     stage name.
     live: the rows still generating (None: all).
+    guide: ``(batch, vocab)`` the step's second logits (``guide.GuideStream``: the base with the
+    adapter disabled, or the unconditioned prompt), when a two-model stage is on.
     """
 
     input_ids: torch.Tensor
@@ -55,6 +58,7 @@ class StepContext:
     group_tokens: torch.Tensor | None = None
     state: dict[str, torch.Tensor] = field(default_factory=dict)
     live: list[int] | None = None
+    guide: torch.Tensor | None = None
 
     @property
     def generated(self) -> int:
@@ -217,6 +221,13 @@ def _adaptive(c, b: Built) -> Stage:
                  Memory(lambda rows: S.adaptive_start(target, decay, rows), update))
 
 
+def _second(ctx: StepContext) -> torch.Tensor:
+    if ctx.guide is None:
+        raise GenerationError("a two-model stage (realign, contrastive decoding, guidance) ran "
+                              "without the step's second logits")
+    return ctx.guide
+
+
 def _slots(transformers: int, llama_cpp: int) -> dict[str, int]:
     return {"transformers": transformers, "llama.cpp": llama_cpp}
 
@@ -320,6 +331,24 @@ REGISTRY: tuple[StageSpec, ...] = (
     StageSpec("adaptive_p", ("adaptive_target", "adaptive_decay"),
               lambda c: c.adaptive_target >= 0, SAMPLING, _adaptive, _slots(990, 990),
               (Knob("adaptive_target", -1.0, 1.0, 0.01), Knob("adaptive_decay", 0.0, 0.99, 0.01))),
+    # The two-model stages read a second distribution (``guide.py``) and come first, outside the
+    # orders: transformers builds its CFG processor before every other one, and DeRa and
+    # contrastive decoding combine the two models' raw logits.
+    StageSpec("guidance", ("guidance_scale", "negative_prompt"),
+              lambda c: c.guidance_scale is not None and c.guidance_scale != 1, PENALTY,
+              lambda c, b: Stage("guidance", G.guidance, {"scale": c.guidance_scale},
+                                 lambda ctx: {"unconditional": _second(ctx)}),
+              {}, (Knob("guidance_scale", 0.0, 5.0, 0.1),)),
+    StageSpec("realign", ("realign",), lambda c: c.realign is not None, PENALTY,
+              lambda c, b: Stage("realign", G.realign, {"lam": c.realign},
+                                 lambda ctx: {"base": _second(ctx)}),
+              {}, (Knob("realign", 0.0, 3.0, 0.05),)),
+    StageSpec("contrastive_decoding", ("contrastive_alpha", "amateur"),
+              lambda c: c.contrastive_alpha is not None, PENALTY,
+              lambda c, b: Stage("contrastive_decoding", G.contrastive,
+                                 {"alpha": c.contrastive_alpha, "amateur": c.amateur},
+                                 lambda ctx: {"other": _second(ctx)}),
+              {}, (Knob("contrastive_alpha", 0.01, 1.0, 0.01),)),
     # Mirostat v2 is its strategy's own last stage, outside the orders (see planned_stages).
     StageSpec("mirostat", ("mirostat_tau", "mirostat_eta"), lambda c: c.strategy == "mirostat",
               SAMPLING, _mirostat, {},
@@ -341,6 +370,8 @@ PENALTY_STAGES = tuple(n for n in STAGE_NAMES if SPECS[n].kind == PENALTY)
 SAMPLING_STAGES = tuple(n for n in STAGE_NAMES if SPECS[n].kind == SAMPLING)
 # Stages that must end the chain (a stateful one replaces the final draw).
 LAST_STAGES = ("adaptive_p",)
+# Stages that open the chain, outside the orders: the two-model combinations (at most one is on).
+FIRST_STAGES = ("guidance", "realign", "contrastive_decoding")
 KNOBS: dict[str, Knob] = {k.field: k for spec in REGISTRY for k in spec.ui}
 
 
@@ -354,7 +385,8 @@ def resolve_order(order: str | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def planned_stages(c, order: tuple[str, ...] | None = None) -> list[str]:
-    """The stage names the chain runs for ``c``, in order.
+    """The stage names the chain runs for ``c``, in order: the two-model stage first when one is
+    on (``FIRST_STAGES``), then
 
     * sample: every active stage, in ``processor_order`` (adaptive-p last whatever the order);
     * greedy, beam, contrastive: the active penalty stages only (sampling stages cannot change an
@@ -364,10 +396,11 @@ def planned_stages(c, order: tuple[str, ...] | None = None) -> list[str]:
     """
     on = stage_switches(c)
     order = [n for n in (order or resolve_order(c.processor_order)) if on[n]]
+    first = [n for n in FIRST_STAGES if SPECS[n].is_on(c)]
     if c.strategy == "sample":
-        return ([n for n in order if n not in LAST_STAGES]
+        return (first + [n for n in order if n not in LAST_STAGES]
                 + [n for n in LAST_STAGES if n in order])
-    penalties = [n for n in order if SPECS[n].kind == PENALTY]
+    penalties = first + [n for n in order if SPECS[n].kind == PENALTY]
     if c.strategy == "mirostat":
         return penalties + (["temperature"] if c.temperature != 1.0 else []) + ["mirostat"]
     return penalties

@@ -30,6 +30,7 @@ class Candidate:
     raw_logit: float
     probs: list[float]
     kept: list[bool]
+    second_prob: float | None = None   # under a two-model stage's second distribution (StepTrace.second)
 
 
 @dataclass
@@ -55,6 +56,9 @@ class StepTrace:
     stage_kept: list[int] = field(default_factory=list)  # full-vocabulary kept count per stage
     prefix: int = 0          # every token ranked <= prefix by the sampling stages' input is a candidate
     vocab_size: int = 0
+    # A two-model stage's second distribution ("base": the adapter disabled; "unconditional":
+    # classifier-free guidance's other side), "" without one. Per candidate: ``second_prob``.
+    second: str = ""
 
     @property
     def chosen_candidate(self) -> Candidate | None:
