@@ -7,15 +7,13 @@ import math
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 from transformers.generation.logits_process import UnbatchedClassifierFreeGuidanceLogitsProcessor
 
 from decoding import ConfigError, DecodingConfig, Generation, generate, generate_ids
 from decoding.guide import contrastive, guidance, realign
 from decoding.lanes import Request
 from decoding.loop import decode_mixed
-from decoding.models import from_model
-from tests.tiny import tiny_lm, tiny_model, tiny_tokenizer
+from tests.tiny import tiny_lm, tiny_lora_lm
 
 PROMPTS = ["The cat sat", "A unicorn lived in", "What is the capital", "Beam search keeps"]
 
@@ -23,12 +21,7 @@ PROMPTS = ["The cat sat", "A unicorn lived in", "What is the capital", "Beam sea
 @pytest.fixture(scope="module")
 def pair():
     """(the base, the same base with a random LoRA adapter that changes its greedy answers)."""
-    torch.manual_seed(7)
-    peft = get_peft_model(tiny_model(), LoraConfig(
-        r=8, lora_alpha=32, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"], init_lora_weights=False))
-    adapted = from_model(peft, tiny_tokenizer(), name="tiny-llama-0")
-    adapted.adapter = "random-lora"
-    return tiny_lm(), adapted
+    return tiny_lm(), tiny_lora_lm()
 
 
 def tokens(lm, prompt, **knobs):
