@@ -222,3 +222,28 @@ def test_guidance_matches_transformers_generate(tiny, scale, negative):
     if negative:    # the tiny model's sharp logits need a strong push to change an argmax
         assert any(tokens(tiny, p, guidance_scale=scale, negative_prompt=negative)
                    != tokens(tiny, p) for p in PROMPTS)
+
+
+# --------------------------------------------------------------------------- the embedded model
+
+@pytest.mark.embedded
+@pytest.mark.parametrize("scale, negative, chat", [
+    (1.5, None, True), (3.0, None, False), (2.0, "Write a rude answer.", True)])
+def test_guidance_matches_transformers_generate_on_the_embedded_model(embedded, scale, negative,
+                                                                       chat):
+    prompt = "Should anime be adapted into live-action films?" if chat else \
+        "A unicorn lived in a remote valley"
+    ids = embedded.encode(prompt, chat=chat)
+    config = DecodingConfig(max_new_tokens=20, guidance_scale=scale, negative_prompt=negative)
+    ours = generate_ids(embedded, ids, config, trace=False).sequences[0].token_ids
+    kw = {"negative_prompt_ids": torch.tensor([embedded.encode(negative, chat=False)])} if negative else {}
+    with torch.inference_mode():
+        out = embedded.model.generate(torch.tensor([ids]), max_new_tokens=20, do_sample=False,
+                                      top_k=None, top_p=None, temperature=None,
+                                      guidance_scale=scale, **kw)
+    theirs = out[0, len(ids):].tolist()
+    eos = set(embedded.eos_token_ids)
+    cut = next((i for i, t in enumerate(theirs) if t in eos), None)
+    assert ours == (theirs if cut is None else theirs[:cut + 1])
+    plain = generate_ids(embedded, ids, DecodingConfig(max_new_tokens=20), trace=False)
+    assert ours != plain.sequences[0].token_ids      # guidance changed the answer
