@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import check_integer
+from .errors import DecodingLabError, check_integer
 
 DRAFT_LENGTHS = tuple(range(1, 9))
 
@@ -89,10 +89,10 @@ def answer_distributions(lm, prompt_ids: list[int], answer_ids: list[int]
     answer token under the loaded model (the adapter, the target) and under its base (the
     adapter disabled, the draft)."""
     if not answer_ids:
-        raise ValueError("the answer has no tokens")
+        raise DecodingLabError("the answer has no tokens; allowed: an answer of at least 1 token")
     if lm.adapter is None or not hasattr(lm.model, "disable_adapter"):
-        raise ValueError(f"model {lm.name!r} has no adapter: the view compares an adapter "
-                         "with its base")
+        raise DecodingLabError(f"model {lm.name!r} has no adapter: the speculative view "
+                               "compares an adapter with its base (CLI: --adapter DIR)")
     ids = torch.tensor([list(prompt_ids) + list(answer_ids)], device=lm.device)
     span = slice(len(prompt_ids) - 1, ids.shape[1] - 1)
     with torch.inference_mode():
@@ -115,6 +115,28 @@ class SpeculativeView:
     @property
     def mean_acceptance(self) -> float:
         return sum(self.acceptance) / len(self.acceptance) if self.acceptance else 1.0
+
+    def to_dict(self) -> dict:
+        return {"acceptance": self.acceptance, "accepted": self.accepted, "seed": self.seed,
+                "mean_acceptance": self.mean_acceptance,
+                "expected_tokens": {str(k): v for k, v in self.expected_tokens.items()},
+                "expected_tokens_mean_rate": {str(k): v for k, v in
+                                              self.expected_tokens_mean_rate.items()},
+                "expected_tokens_rule": "per-step: mean over start steps of 1 + sum_j prod_i<j "
+                                        "beta_(t+i); mean_rate: (1 - a^(k+1)) / (1 - a)"}
+
+
+def view_lines(view: SpeculativeView) -> list[str]:
+    """The view as text: acceptance per step, the seeded trace, tokens per target forward."""
+    marks = "".join("✓" if a else "✗" for a in view.accepted)
+    return [f"speculative decoding, the base drafting for the adapter: mean acceptance "
+            f"{view.mean_acceptance:.3f} (1 - TV per step), seed {view.seed}",
+            "acceptance per step: " + " ".join(f"{b:.2f}" for b in view.acceptance),
+            f"seeded accept/reject: {marks}",
+            "tokens per target forward by draft length: " + "  ".join(
+                f"{k}: {v:.2f}" for k, v in view.expected_tokens.items())
+            + "  (eq. 1 at the mean rate: " + "  ".join(
+                f"{k}: {v:.2f}" for k, v in view.expected_tokens_mean_rate.items()) + ")"]
 
 
 def speculative_view(p: torch.Tensor, q: torch.Tensor, seed: int = 0,

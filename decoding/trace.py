@@ -128,6 +128,9 @@ class Generation:
     adapter: str | None = None
     beam_steps: list[BeamStep] = field(default_factory=list)
     elapsed_s: float = 0.0
+    # The speculative view of the first sequence when asked (``speculative.SpeculativeView``
+    # as a dict: the adapter's answer drafted by its base), else None.
+    speculative: dict[str, Any] | None = None
 
     # The first sequence is "the" generation.
     @property

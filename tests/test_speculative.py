@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from decoding import ConfigError, DecodingConfig, generate
+from decoding.errors import DecodingLabError
 from decoding.speculative import (accept_trace, acceptance, answer_distributions, expected_tokens,
                                   expected_tokens_iid, speculative_view)
 from tests.tiny import tiny_lora_lm
@@ -83,5 +84,5 @@ def test_view_of_an_adapters_answer(adapted, tiny):
     assert 0 < view.mean_acceptance < 1
     assert all(1.0 <= view.expected_tokens[k] <= k + 1 for k in range(1, 9))
     assert [view.expected_tokens[k] for k in range(1, 9)] == sorted(view.expected_tokens.values())
-    with pytest.raises(ValueError, match="has no adapter"):
+    with pytest.raises(DecodingLabError, match="has no adapter"):
         answer_distributions(tiny, prompt, gen.token_ids)
