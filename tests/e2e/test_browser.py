@@ -84,7 +84,7 @@ PANELS_JS = """([index]) => {
 }"""
 RULE_JS = """([index]) => {
   const chart = document.querySelectorAll("[data-testid='stVegaLiteChart']")[index];
-  const rule = chart.querySelector("[aria-roledescription='rule']");
+  const rule = chart.querySelector("g.mark-rule.role-mark line, g.mark-rule.role-mark path");
   if (!rule) return null;
   const r = rule.getBoundingClientRect();
   return r.top + r.height / 2;
@@ -176,18 +176,25 @@ def test_step_inspector_then_every_page(lab_url):
         # A top-p 0.9 run, scrubbed: at every step the bars are drawn by probability and the
         # "p = 0.9 reached" line sits under the nucleus' last token (issue 17: a stale row order
         # drew a 37.8% bar below a 1.1% one after scrubbing).
-        page.get_by_text("sample", exact=True).first.click()
+        page.locator("[data-testid='stRadio']").filter(has_text="strategy").get_by_text(
+            "sample", exact=True).click()
         wait_idle(page)
         top_p = range_input(page, "top_p")
+        top_p.wait_for(timeout=30_000)
         top_p.focus()
         for _ in range(10):
             top_p.press("ArrowLeft")          # 1.00 -> 0.90
         wait_idle(page)
+        assert top_p.input_value() == "0.9"
         page.get_by_role("button", name="Generate").click()
         page.get_by_text(re.compile(r"top_p = 0\.9: ")).first.wait_for(timeout=180_000)
         wait_idle(page)
         assert_no_exception(page, "top-p run")
-        step_slider = page.get_by_role("slider").first
+        step_slider = range_input(page, "Step")          # the sampling knobs' sliders sit above it
+        shown = range_input(page, "Tokens shown")
+        shown.focus()
+        shown.press("End")                                  # 20: the nucleus ends among them more often
+        wait_idle(page)
         checked = 0
         for step in range(6):
             if step:
@@ -195,8 +202,9 @@ def test_step_inspector_then_every_page(lab_url):
                 step_slider.press("ArrowRight")
                 page.get_by_text(re.compile(rf"^Step {step}: ")).wait_for(timeout=30_000)
                 wait_idle(page)
-            if step in (0, 3, 5):
+            if True:                                        # every step 0-5
                 panels = chart_panels(page, 0)
+                assert len(panels) == 2 and len(panels[0]) == 20, f"step {step}: {len(panels)} panels"
                 for bars in panels:
                     probs = [b["p"] for b in bars]
                     assert probs == sorted(probs, reverse=True), f"step {step}: bars out of order {probs}"
