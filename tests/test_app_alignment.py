@@ -94,3 +94,30 @@ def test_overlay_and_shift_frames():
                             {"step": 1, "token": " b", "kl": 0.1, "tv": 0.05}])
     assert len(shift) == 4 and set(shift["measure"]) == {"KL(adapter ‖ base), nats", "total variation"}
     ca.shift_chart(shift, selected=1).to_dict()
+
+
+def test_realign_slider_re_decodes_and_lambda_0_is_the_base(at, monkeypatch):
+    from app.views import realign_panel as rp
+
+    at.text_area(key=ad.PROMPT_KEY).input("Is topic 1 good?")
+    at.number_input(key=ad.TOKENS_KEY).set_value(6)
+    at.run()
+    assert not at.exception and rp.ANSWERS_KEY not in at.session_state   # nothing until asked
+    at.toggle(key=rp.LIVE_KEY).set_value(True).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    at.slider(key=rp.LAMBDA_KEY).set_value(0.0).run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    answers = at.session_state[rp.ANSWERS_KEY]
+    by_lambda = {key[-1]: answer for key, answer in answers.items()}
+    assert set(by_lambda) == {0.0, 1.0}
+    at.button(key=ad.RUN_KEY).click().run()
+    result = at.session_state[ad.RESULT_KEY]
+    assert by_lambda[0.0]["token_ids"] == result["answers"][0]["token_ids"]      # the base
+    assert by_lambda[1.0]["token_ids"] == result["answers"][1]["token_ids"]      # the adapter
+    view = by_lambda[1.0]["speculative"]
+    assert len(view["acceptance"]) == len(by_lambda[1.0]["token_ids"])
+    assert any("mean acceptance" in m.label for m in at.metric)
+    # a λ already decoded is shown again without a model call
+    monkeypatch.setattr(rp, "generate", lambda *a, **k: pytest.fail("re-generated"))
+    at.slider(key=rp.LAMBDA_KEY).set_value(1.0).run()
+    assert not at.exception

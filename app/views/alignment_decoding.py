@@ -20,6 +20,7 @@ from alignment.scoring import step_distributions, stepwise_shift
 from alignment.stance import StanceClassifierError, fit_stance_judge
 from app import charts_alignment as ca
 from app import lab_state
+from app.views import realign_panel
 from decoding import DecodingConfig, DecodingLabError, GenerationError, generate
 from decoding.specs import parse_spec, parse_specs, syntax_help
 
@@ -216,6 +217,8 @@ def render() -> None:
     if result:
         show_answers(result)
         step_view(result)
+    if prompt.strip() and adapters:
+        realign_panel.render(prompt, adapters, spec, int(max_new_tokens), stance_judge)
 
     st.subheader("Decodings × models")
     g1, g2 = st.columns([3, 1])
