@@ -125,3 +125,46 @@ def test_an_out_of_range_number_is_reported_not_silently_dropped(monkeypatch):
     at.number_input(key=si.knob_key("max_new_tokens")).set_value(4)
     at.number_input(key=si.knob_key("top_k")).set_value(5).run()
     assert not at.error
+
+
+# ---------------------------------------------------------------------- presentation view
+
+def test_presentation_view_redraws_live_and_a_token_click_selects_its_step(monkeypatch):
+    from app import charts_presentation as cpres
+    from app.views import step_presentation as sp
+    from decoding.whatif import whatif_config, whatif_step
+
+    at = sampled_run(open_page("step-inspector", monkeypatch))
+    generation = at.session_state[si.GENERATION_KEY]
+    at.toggle(key=si.PRESENT_KEY).set_value(True).run()
+    assert not at.exception and not at.error
+    assert at.slider(key=sp.key("top_p")).value == 0.8                 # the run's own settings
+    assert any(m.value.startswith("### Step 0: the model chose") for m in at.markdown)
+    assert any(m.value.startswith("**Exact**") for m in at.markdown)
+    at.slider(key=sp.key("top_p")).set_value(0.3).run()
+    expected = whatif_step(generation.steps[0], whatif_config(generation.config, top_p=0.3))
+    assert any(f"{expected.kept_count:,} tokens kept" in m.value for m in at.markdown)
+    assert at.session_state[si.GENERATE_CALLS_KEY] == 1                # no model call
+    at.button_group(key=sp.TOKEN_KEY).set_value(3).run()                 # click the 4th token
+    assert at.session_state[si.STEP_KEY] == 3
+    assert any(m.value.startswith("### Step 3: the model chose") for m in at.markdown)
+    frame = cpres.presentation_frame(expected, top_n=15, top_p=0.3)
+    assert list(frame["p_in"]) == sorted(frame["p_in"], reverse=True)
+
+
+def test_presentation_frame_sorts_shades_the_cut_and_places_the_line():
+    from app import charts_presentation as cpres
+    from tests.test_charts import nucleus_step
+
+    step = nucleus_step(0, {"e": 0.011, "d": 0.378, "a": 0.05, "b": 0.02, "c": 0.5, "f": 0.041})
+    frame = cpres.presentation_frame(step, top_n=6, top_p=0.9)
+    assert list(frame["token"]) == ["c", "d", "a", "f", "b", "e"]
+    assert list(frame["status"]) == ["kept", "kept", "kept", "removed", "removed", "removed"]
+    assert list(frame["cut_line"]) == [False, False, True, False, False, False]   # .5+.378+.05 >= .9
+    assert list(frame["row"])[:2] == ["01 c", "02 d"]
+    assert "3 of the 6 tokens shown are kept" in cpres.presentation_caption(frame, 0.9)
+    import altair as alt
+
+    records = frame.to_dict("records")
+    alt.Chart.from_dict({**cpres.presentation_spec(len(frame)), "data": {"values": records}}, validate=True)
+    assert cpres.FONT >= 16

@@ -9,7 +9,7 @@ from __future__ import annotations
 import streamlit as st
 
 from app import charts, lab_state
-from app.views import knobs, step_branches, step_whatif
+from app.views import knobs, step_branches, step_presentation, step_whatif
 from decoding import DecodingConfig, help_text
 from decoding.config import STRATEGIES
 from decoding.stages import PROCESSOR_ORDERS
@@ -25,6 +25,7 @@ TOP_N_KEY = "step_inspector.top_n"
 SHADE_KEY = "step_inspector.shade"
 GENERATE_KEY = "step_inspector.generate"
 CHART_KEY = "step_inspector.chart"
+PRESENT_KEY = "step_inspector.presentation"
 
 TRACE_TOP = 20
 # What the stateful stages trace per step (``StepTrace.extra``), as shown under the metrics.
@@ -201,6 +202,7 @@ def run_generation(prompt: str, knobs: dict) -> None:
     # The scrubber and the what-if knobs are drawn later in this run, so this is allowed.
     st.session_state[STEP_KEY] = 0
     step_whatif.reset(generation)
+    step_presentation.reset(generation)
     step_branches.clear()
 
 
@@ -219,6 +221,14 @@ def step_scrubber() -> None:
                               help="Pick a generation step: the chart shows its distribution.", persist_state="session")
         else:
             index = 0
+    with right:
+        present = st.toggle("Presentation view", key=PRESENT_KEY, persist_state="session",
+                            help="One large chart for projecting: the sorted distribution with the "
+                                 "cut shaded, live temperature / top-k / top-p / min-p sliders, "
+                                 "and the tokens as buttons that select their step.")
+    if present:
+        step_presentation.presentation(generation, index, STEP_KEY)
+        return
     with right:
         shade = st.radio("Shade tokens by", ["raw", "final"], horizontal=True, key=SHADE_KEY,
                          help="raw: the model's own probability of each chosen token; final: its "
