@@ -247,3 +247,17 @@ def test_guidance_matches_transformers_generate_on_the_embedded_model(embedded, 
     assert ours == (theirs if cut is None else theirs[:cut + 1])
     plain = generate_ids(embedded, ids, DecodingConfig(max_new_tokens=20), trace=False)
     assert ours != plain.sequences[0].token_ids      # guidance changed the answer
+
+
+def test_whatif_reruns_the_sampling_stages_after_the_combination(pair):
+    from decoding.whatif import whatif_config, whatif_step
+
+    _, adapted = pair
+    gen = generate(adapted, "The cat sat", DecodingConfig(strategy="sample", seed=2, realign=1.5,
+                                                          top_p=0.8, max_new_tokens=4), chat=False)
+    for step in gen.sequences[0].steps:
+        assert step.stages == ["raw", "realign", "top_p"]
+        again = whatif_step(step, whatif_config(gen.config))
+        assert again.stages[0] == "after realign" and again.extra["exact"]
+        assert [c.probs[-1] for c in again.candidates] == pytest.approx(
+            [c.probs[-1] for c in step.candidates], abs=1e-6)
