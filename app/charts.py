@@ -190,8 +190,14 @@ STAGE_COLUMNS = ["stage", "stage_index", "order", "token", "token_id", "prob", "
                  "kept", "removed_here", "chosen", "status", "cum_prob", "cum_prob_in"]
 
 
+# Panel names of a two-model stage's second distribution (``StepTrace.second``).
+SECOND_PANELS = {"base": "base (adapter off)", "unconditional": "unconditional"}
+
+
 def stage_frame(step: StepTrace, top_n: int | None = None) -> pd.DataFrame:
-    """One row per (stage, candidate token) of a step, stages in chain order.
+    """One row per (stage, candidate token) of a step, stages in chain order; a two-model
+    stage's second distribution (``step.second``) first, at stage_index -1 (``raw`` is then the
+    loaded model's, the stage after it the combination).
 
     prob: probability after the stage (0 once removed); prob_in: probability entering it (for
     ``raw``, the same). shown: the bar length drawn: prob while kept, otherwise the probability
@@ -215,6 +221,13 @@ def stage_frame(step: StepTrace, top_n: int | None = None) -> pd.DataFrame:
                 "removed_here": bool(j > 0 and c.kept[j - 1] and not c.kept[j]),
                 "chosen": c.token_id == step.token_id,
             })
+    if step.second:     # a two-model stage: its second distribution, as a panel before raw
+        for order, (c, label) in enumerate(zip(candidates, labels)):
+            p = c.second_prob if c.second_prob is not None else 0.0
+            rows.append({"stage": SECOND_PANELS.get(step.second, step.second), "stage_index": -1,
+                         "order": order, "token": label, "token_id": c.token_id, "prob": p,
+                         "prob_in": p, "shown": p, "kept": True, "removed_here": False,
+                         "chosen": c.token_id == step.token_id})
     frame = pd.DataFrame(rows, columns=STAGE_COLUMNS[:11])
     frame["status"] = ["chosen" if ch else ("kept" if k else "removed")
                        for ch, k in zip(frame["chosen"], frame["kept"])]
