@@ -83,11 +83,10 @@ def accept_trace(p: torch.Tensor, q: torch.Tensor, generator: torch.Generator) -
     return flags
 
 
-def answer_distributions(lm, prompt_ids: list[int], answer_ids: list[int]
-                         ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(p, q)``, each ``(len(answer_ids), vocab)``: the next-token probabilities before each
-    answer token under the loaded model (the adapter, the target) and under its base (the
-    adapter disabled, the draft)."""
+def answer_logits(lm, prompt_ids: list[int], answer_ids: list[int]
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(adapter, base)`` logits, each ``(len(answer_ids), vocab)`` float32: the scores before
+    each answer token with the adapter on (teacher-forced), and with it disabled."""
     if not answer_ids:
         raise DecodingLabError("the answer has no tokens; allowed: an answer of at least 1 token")
     if lm.adapter is None or not hasattr(lm.model, "disable_adapter"):
@@ -96,10 +95,19 @@ def answer_distributions(lm, prompt_ids: list[int], answer_ids: list[int]
     ids = torch.tensor([list(prompt_ids) + list(answer_ids)], device=lm.device)
     span = slice(len(prompt_ids) - 1, ids.shape[1] - 1)
     with torch.inference_mode():
-        p = torch.softmax(lm.model(ids).logits[0, span].float(), dim=-1)
+        adapter = lm.model(ids).logits[0, span].float()
         with lm.model.disable_adapter():
-            q = torch.softmax(lm.model(ids).logits[0, span].float(), dim=-1)
-    return p.cpu(), q.cpu()
+            base = lm.model(ids).logits[0, span].float()
+    return adapter.cpu(), base.cpu()
+
+
+def answer_distributions(lm, prompt_ids: list[int], answer_ids: list[int]
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(p, q)``, each ``(len(answer_ids), vocab)``: the next-token probabilities before each
+    answer token under the loaded model (the adapter, the target) and under its base (the
+    adapter disabled, the draft)."""
+    adapter, base = answer_logits(lm, prompt_ids, answer_ids)
+    return torch.softmax(adapter, dim=-1), torch.softmax(base, dim=-1)
 
 
 @dataclass
