@@ -59,7 +59,7 @@ def token_strip(generation: Generation, index: int, step_key: str) -> None:
     st.session_state[TOKEN_KEY] = index
     st.pills("Generated tokens: click one to show its step", list(range(len(labels))),
              format_func=labels.__getitem__, key=TOKEN_KEY,
-             on_change=_select_step, args=(step_key,), width="stretch")
+             on_change=_select_step, args=(step_key,), width="content")
 
 
 def presentation(generation: Generation, index: int, step_key: str) -> None:
