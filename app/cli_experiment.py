@@ -19,6 +19,7 @@ STUDIES: dict[str, str] = {
     "decoding-vs-alignment": "experiments.decoding_vs_alignment:main",
     "prefmath": "experiments.prefmath_study:main",
     "stance-judge": "experiments.stance_judge_eval:main",
+    "realign": "experiments.realign:main",
 }
 
 

@@ -103,7 +103,8 @@ def check_guides(lm, configs) -> tuple | None:
             knob = ("realign", c.realign) if c.realign is not None else (
                 "contrastive_alpha", c.contrastive_alpha)
             raise ConfigError(f"{knob[0]}={knob[1]!r} needs an adapter (the base is the model "
-                              f"with it disabled); model {lm.name!r} has none: load one "
+                              f"with it disabled); model {lm.name!r} has none that can be "
+                              "switched off (none loaded, or merged into the weights): load one "
                               "(CLI: --adapter DIR), or set it to None")
     if len(keys) > 1:
         raise ConfigError("one batch may use one second distribution; these configs need "
