@@ -195,6 +195,9 @@ def test_step_inspector_then_every_page(lab_url):
         shown.focus()
         shown.press("End")                                  # 20: the nucleus ends among them more often
         wait_idle(page)
+        page.wait_for_function("""() => document.querySelectorAll(
+            "[data-testid='stVegaLiteChart']")[0].querySelectorAll("[aria-roledescription='bar']").length == 40""",
+            timeout=30_000)                                  # 2 panels x 20 tokens, redrawn
         checked = 0
         for step in range(6):
             if step:
@@ -235,6 +238,24 @@ def test_step_inspector_then_every_page(lab_url):
         page.get_by_text(re.compile(r"^Step 5: ")).wait_for(timeout=30_000)
         assert page.get_by_text("produced with other settings").count() == 0
         shot(page, "06-step-inspector-after-coming-back")
+
+        # The presentation view at 1280x720: chart text >= 16 px, a token click selects its step.
+        viewport = page.viewport_size
+        page.set_viewport_size({"width": 1280, "height": 720})
+        page.get_by_text("Presentation view").click()
+        page.get_by_text(re.compile(r"^Step 5: the model chose")).wait_for(timeout=30_000)
+        wait_idle(page)
+        sizes = page.evaluate("""() => [...document.querySelectorAll(
+            "[data-testid='stVegaLiteChart'] text")].map(t => parseFloat(t.getAttribute('font-size')))""")
+        assert sizes and min(sizes) >= 16, sizes
+        page.locator("[data-testid='stButtonGroup'] button").nth(2).click()
+        page.get_by_text(re.compile(r"^Step 2: the model chose")).wait_for(timeout=30_000)
+        wait_idle(page)
+        page.locator("[data-testid='stVegaLiteChart']").first.scroll_into_view_if_needed()
+        page.screenshot(path=str(SHOTS / "07-presentation-1280x720.png"))
+        page.get_by_text("Presentation view").click()
+        wait_idle(page)
+        page.set_viewport_size(viewport)
 
         # Every page opens by its URL.
         for path, title in URL_PAGES.items():
