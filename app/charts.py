@@ -302,6 +302,17 @@ def stage_chart_data(frame: pd.DataFrame, top_p: float | None = None,
     return data
 
 
+# The stage chart's room: a wide-layout page at 1280 px leaves about 900 px beside the sidebar,
+# of which the token labels take up to LABEL_ROOM.
+CHART_ROOM, LABEL_ROOM = 900, 220
+
+
+def panel_width(columns: int) -> int:
+    """Width of one stage panel: the room shared by ``columns`` panels (at a fixed 180 px, two
+    panels left 60% of the page empty on a projector), between 180 and 600 px."""
+    return max(180, min(600, (CHART_ROOM - LABEL_ROOM) // max(columns, 1) - 20))
+
+
 def stage_chart_spec(columns: int = 4) -> dict:
     """Horizontal bars per stage (one panel per stage in chain order), tokens in raw order: a
     Vega-Lite spec without data, for the rows of ``stage_chart_data``.
@@ -336,7 +347,8 @@ def stage_chart_spec(columns: int = 4) -> dict:
               "type": "quantitative"},
         "y": y}}
     y = {"field": "row", "sort": "ascending", "type": "nominal"}      # the layers share the axis
-    labels = {"mark": {"type": "text", "align": "left", "dx": 3, "fontSize": FONT_SIZE - 3}, "encoding": {
+    width = panel_width(columns)
+    labels = {"mark": {"type": "text", "align": "left", "dx": 3, "fontSize": FONT_SIZE - 1}, "encoding": {
         "opacity": {"condition": {"test": "datum.kept", "value": 1.0}, "value": 0.5},
         "text": {"field": "shown", "format": ".1%", "type": "quantitative"},
         "x": {"field": "shown", "type": "quantitative"}, "y": y}}
@@ -347,7 +359,7 @@ def stage_chart_spec(columns: int = 4) -> dict:
             "encoding": {"y": band_y}, "transform": crossing}
     cut = {"mark": {"type": "text", "align": "right", "baseline": "top", "dy": 4,
                     "fontSize": FONT_SIZE - 2, "fontWeight": "bold"},
-           "encoding": {"text": {"field": "cut_label", "type": "nominal"}, "x": {"value": 175},
+           "encoding": {"text": {"field": "cut_label", "type": "nominal"}, "x": {"value": width - 5},
                         "y": band_y},
            "transform": crossing}
     return {
@@ -357,7 +369,7 @@ def stage_chart_spec(columns: int = 4) -> dict:
         "facet": {"field": "panel", "type": "nominal", "title": None, "sort": "ascending",
                   "header": {"labelExpr": "split(datum.value, '|')[1]",
                              "labelFontSize": FONT_SIZE + 2, "labelFontWeight": "bold"}},
-        "spec": {"layer": [bars, labels, room, rule, cut], "height": {"step": 26}, "width": 180},
+        "spec": {"layer": [bars, labels, room, rule, cut], "height": {"step": 26}, "width": width},
         "columns": columns,
     }
 

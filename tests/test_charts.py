@@ -314,3 +314,11 @@ def test_hypotheses_show_what_tells_them_apart_not_the_shared_start():
     assert list(frame["text"])[0] == "The old map showed a river"
     assert charts.shared_start(["abc", "abd"]) == "" and charts.shared_start(["one"]) == ""
     assert charts.shared_start(["a b", "a b"]) == "a b"
+
+
+def test_stage_panels_share_the_page_width():
+    widths = {n: charts.stage_chart_spec(n)["spec"]["width"] for n in (1, 2, 3, 4)}
+    assert widths[1] == 600 and widths[2] == 320 and widths[4] == 180
+    assert all(widths[n] * n + charts.LABEL_ROOM <= charts.CHART_ROOM or widths[n] == 180 for n in widths)
+    cut = charts.stage_chart_spec(2)["spec"]["layer"][-1]
+    assert cut["encoding"]["x"]["value"] == widths[2] - 5         # the "p reached" label's right edge
