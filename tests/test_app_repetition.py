@@ -112,3 +112,10 @@ def test_empty_inputs_show_errors(at):
     at.button(key=rp.PROBE_KEY).click().run()
     assert not at.exception
     assert any("sentence=' ' is empty" in e.value for e in at.error)
+
+
+def test_a_failed_generate_removes_the_old_result(at):
+    generate(at, max_new_tokens=12)
+    assert rp.SUBJECT_KEY in at.session_state
+    generate(at, spec="greedy:top_k=-1")
+    assert len(at.error) == 1 and rp.SUBJECT_KEY not in at.session_state

@@ -98,6 +98,11 @@ def run_generation(prompt: str, spec: str, max_new_tokens: int, ignore_eos: bool
         st.session_state.pop(FIXED_KEY, None)
 
 
+def clear_subject() -> None:
+    for key in (SUBJECT_KEY, FIXED_KEY):
+        st.session_state.pop(key, None)
+
+
 def run_fix(subject: dict, fix: str) -> None:
     """The subject's prompt and config again, with the fix ``fix`` on top."""
     generation = subject["generation"]
@@ -237,6 +242,7 @@ def render() -> None:
             ignore_eos = st.checkbox("ignore_eos", True, key=IGNORE_EOS_KEY,
                                      help=help_text("ignore_eos"), persist_state="session")
         if st.button("Generate", type="primary", key=GENERATE_KEY):
+            clear_subject()                      # no old result under a new error (issue 17)
             run_generation(prompt, spec, int(max_new_tokens), ignore_eos)
     else:
         text = st.text_area("Text", key=TEXT_KEY, height=120,
@@ -244,6 +250,7 @@ def render() -> None:
         tokenizer = st.radio("Tokens", ["whitespace", "model"], horizontal=True, key=TOKENIZER_KEY,
                              help="whitespace: words; model: the model's tokenizer.", persist_state="session")
         if st.button("Analyse", type="primary", key=ANALYSE_KEY):
+            clear_subject()
             analyse_text(text, tokenizer)
 
     subject = st.session_state.get(SUBJECT_KEY)
