@@ -11,8 +11,9 @@ import streamlit as st
 from app import charts, lab_state
 from app.views import knobs, step_branches, step_presentation, step_whatif
 from decoding import DecodingConfig, help_text
-from decoding.config import STRATEGIES
-from decoding.stages import PROCESSOR_ORDERS
+from decoding.config import STRATEGIES, TWO_MODEL_STRATEGIES
+from decoding.guide import AMATEURS
+from decoding.stages import KNOBS, PROCESSOR_ORDERS
 
 # Session-state keys of this page (the generation itself and the widgets the code resets).
 GENERATION_KEY = "step_inspector.generation"
@@ -143,6 +144,40 @@ def penalty_knobs() -> dict:
                                           key=knob_key("penalize_prompt"), persist_state="session")
     return dict(frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
                 dry_multiplier=dry_multiplier, penalize_prompt=penalize_prompt)
+
+
+TWO_MODEL_MODES = ("off", "realign", "contrastive decoding", "guidance")
+
+
+def two_model_knobs(strategy: str) -> dict:
+    """A second distribution each step (``decoding.guide``): DeRa realignment or contrastive
+    decoding against the base (they need an adapter in the sidebar), or classifier-free
+    guidance. Off by default: no second forward."""
+    if strategy not in TWO_MODEL_STRATEGIES:
+        return {}
+    with st.expander("Two models: realignment, contrastive decoding, guidance"):
+        mode = st.radio("second distribution", TWO_MODEL_MODES, horizontal=True,
+                        key=knob_key("two_models"), persist_state="session",
+                        help="realign and contrastive decoding compare the sidebar's adapter with "
+                             "its base (the adapter switched off); guidance compares the prompt "
+                             "with the unconditional stream. Each runs a second forward per step.")
+        if mode == "realign":
+            return dict(realign=_registry_slider("realign", 1.0))
+        if mode == "contrastive decoding":
+            amateur = st.radio("amateur", AMATEURS, horizontal=True, key=knob_key("amateur"),
+                               help=help_text("amateur"), persist_state="session")
+            return dict(contrastive_alpha=_registry_slider("contrastive_alpha", 0.1), amateur=amateur)
+        if mode == "guidance":
+            negative = st.text_input("negative_prompt", key=knob_key("negative_prompt"),
+                                     help=help_text("negative_prompt"), persist_state="session")
+            return dict(guidance_scale=_registry_slider("guidance_scale", 1.5),
+                        negative_prompt=negative.strip() or None)
+    return {}
+
+
+def _registry_slider(name: str, value: float) -> float:
+    knob = KNOBS[name]
+    return _slider(name, float(knob.low), float(knob.high), float(knob.step), value=value)
 
 
 def contrastive_knobs() -> dict:
@@ -302,7 +337,8 @@ def render() -> None:
                                               "of unicorns living in a remote valley…")
     strategy = st.radio("strategy", STRATEGIES, horizontal=True, key=STRATEGY_KEY,
                         help=help_text("strategy"), persist_state="session")
-    knobs = {"strategy": strategy, **common_knobs(), **penalty_knobs(), **STRATEGY_KNOBS[strategy]()}
+    knobs = {"strategy": strategy, **common_knobs(), **penalty_knobs(), **STRATEGY_KNOBS[strategy](),
+             **two_model_knobs(strategy)}
     if st.button("Generate", type="primary", key=GENERATE_KEY):
         run_generation(prompt, knobs)
     generation = st.session_state.get(GENERATION_KEY)
