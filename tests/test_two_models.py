@@ -261,3 +261,27 @@ def test_whatif_reruns_the_sampling_stages_after_the_combination(pair):
         assert again.stages[0] == "after realign" and again.extra["exact"]
         assert [c.probs[-1] for c in again.candidates] == pytest.approx(
             [c.probs[-1] for c in step.candidates], abs=1e-6)
+
+
+@pytest.mark.embedded
+def test_realign_0_and_1_on_the_embedded_model_with_a_lora(embedded):
+    """SmolLM2 with a random LoRA (a copy: the shared fixture stays untouched): realign=0 decodes
+    the base token for token (the adapter switched off, through PEFT, against the fast path),
+    realign=1 the adapter."""
+    import copy
+    import dataclasses
+
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    peft = get_peft_model(copy.deepcopy(embedded.model), LoraConfig(
+        r=8, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj", "down_proj"],
+        init_lora_weights=False))
+    peft.eval()
+    adapted = dataclasses.replace(embedded, model=peft, adapter="random-lora")
+    prompt = "Should anime be adapted into live-action films?"
+    base_tokens = tokens(embedded, prompt)
+    adapter_tokens = tokens(adapted, prompt)
+    assert base_tokens != adapter_tokens
+    assert tokens(adapted, prompt, realign=0.0) == base_tokens
+    assert tokens(adapted, prompt, realign=1.0) == adapter_tokens
