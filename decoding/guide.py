@@ -15,8 +15,8 @@ A two-model stage reads, beside the step's logits, a second set of logits for th
 
 ``GuideStream`` computes the second logits: a second forward, only when a lane turns a
 two-model knob on (no knob on: no second forward, no bit changes). PEFT's per-row adapter
-switch (``adapter_names=[..., "__base__"]``) could put both in one batched forward; it was not
-used: two forwards keep the main stream on its own (fast) path untouched.
+switch (``adapter_names=[..., "__base__"]``) could put both in one batched forward; that was not
+tried (nor measured): two forwards leave the main stream's path, and its bits, untouched.
 """
 
 from __future__ import annotations
