@@ -78,6 +78,28 @@ def answers_frame(answers: list[dict]) -> pd.DataFrame:
                           "loop period": a.get("loop_period")} for a in answers], columns=columns)
 
 
+def first_divergence(base_ids: list[int], other_ids: list[int]) -> int | None:
+    """The first step at which two answers to the same prompt pick different tokens (a
+    shorter answer that is a prefix of the other diverges where it ends); None if identical."""
+    for step, (a, b) in enumerate(zip(base_ids, other_ids)):
+        if a != b:
+            return step
+    return None if len(base_ids) == len(other_ids) else min(len(base_ids), len(other_ids))
+
+
+def divergence_text(base: dict, other: dict) -> str:
+    """One line for an adapter's answer: how many tokens it shares with the base's, and the
+    two tokens at the first divergence."""
+    step = first_divergence(base["token_ids"], other["token_ids"])
+    if step is None:
+        return "token for token the same as the base's answer"
+    def piece(answer: dict) -> str:
+        pieces = answer.get("pieces") or []
+        return f"`{visible_text(pieces[step])}`" if step < len(pieces) else "(end)"
+    return (f"first divergence from the base at step {step}: base {piece(base)} → "
+            f"{other['model']} {piece(other)} (the first {step} tokens are shared)")
+
+
 def _ci_text(cell: dict, key: str) -> str:
     low, high = cell.get("ci", {}).get(key, (None, None))
     return "" if low is None else f"{100 * low:.0f}–{100 * high:.0f} %"

@@ -322,3 +322,16 @@ def test_stage_panels_share_the_page_width():
     assert all(widths[n] * n + charts.LABEL_ROOM <= charts.CHART_ROOM or widths[n] == 180 for n in widths)
     cut = charts.stage_chart_spec(2)["spec"]["layer"][-1]
     assert cut["encoding"]["x"]["value"] == widths[2] - 5         # the "p reached" label's right edge
+
+
+def test_first_divergence_of_two_answers():
+    from app.charts_alignment import divergence_text, first_divergence
+
+    assert first_divergence([1, 2, 3], [1, 2, 4]) == 2
+    assert first_divergence([1, 2], [1, 2, 5]) == 2 and first_divergence([1, 2], [1, 2]) is None
+    assert first_divergence([], [7]) == 0
+    base = {"model": "base", "token_ids": [1, 2, 3], "pieces": ["A", " b", " ended"]}
+    other = {"model": "dpo", "token_ids": [1, 2, 9], "pieces": ["A", " b", " become"]}
+    text = divergence_text(base, other)
+    assert "step 2" in text and "ended" in text and "become" in text and "first 2 tokens" in text
+    assert "same" in divergence_text(base, dict(base, model="copy"))

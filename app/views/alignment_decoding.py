@@ -92,6 +92,7 @@ def run_models(prompt: str, adapters: list[str], spec_text: str, max_new_tokens:
             seq = gen.sequences[0]
             loop = answer_loop(seq.token_ids, pieces=[lm.token_text(t) for t in seq.token_ids])
             answer = {"model": label, "text": seq.text, "token_ids": list(seq.token_ids),
+                      "pieces": [lm.token_text(t) for t in seq.token_ids],
                       "finish_reason": seq.finish_reason, "loop_period": loop.period if loop else None,
                       "implicit_reward": implicit_reward(lm, base, subject, gen.prompt_ids, list(seq.token_ids))}
             if judge is not None:
@@ -122,7 +123,10 @@ def show_answers(result: dict) -> None:
             st.markdown(f"**{answer['model']}**")
             stance = answer.get("stance")
             if stance:
-                st.metric("stance", stance, f"P(support) {answer['p_support']:.0%}", delta_color="off")
+                # a label with its probability, not a metric delta (an arrow read as a change)
+                st.markdown(f"stance **{stance}** · P(support) {answer['p_support']:.0%}")
+            if answer is not result["answers"][0]:
+                st.caption(ca.divergence_text(result["answers"][0], answer))
             if answer.get("implicit_reward") is not None:
                 st.caption(f"implicit reward β·Σ log π/π_ref = {answer['implicit_reward']:+.2f}")
             st.text(answer["text"] or "(empty)")
