@@ -275,12 +275,19 @@ def test_embedded_model_uses_row_split_products_bit_identically(embedded):
         pytest.skip("one thread: nothing to split")
     assert fast.lm_head_split is not None
     assert fast.layers[0].splits["gate"] is not None and fast.layers[0].splits["k"] is None
-    assert fast.verify_splits()
-    x = torch.randn((3, fast.lm_head.shape[1]), generator=torch.Generator().manual_seed(1))
-    with torch.inference_mode():
-        assert torch.equal(fastpath.split_linear(x, fast.lm_head, None, fast.lm_head_split),
-                           torch.nn.functional.linear(x, fast.lm_head))
+    verified = fast.verify_splits()
+    if verified:
+        x = torch.randn((3, fast.lm_head.shape[1]), generator=torch.Generator().manual_seed(1))
+        with torch.inference_mode():
+            assert torch.equal(fastpath.split_linear(x, fast.lm_head, None, fast.lm_head_split),
+                               torch.nn.functional.linear(x, fast.lm_head))
+    else:
+        # some machines' GEMV kernels round row-split products differently (seen on this 2-core
+        # EPYC under some thread states): every split is dropped and F.linear is used instead
+        assert fast.lm_head_split is None and all(v is None for v in fast.layers[0].splits.values())
     beams = Lockstep(embedded.model, [embedded.encode("Name three rivers.", chat=True)] * 4)
+    if not verified:
+        assert not beams.fast.verify_splits()      # what fast_model does: drop the splits
     for step in range(8):
         if step % 3 == 2:
             beams.select_rows(torch.tensor([0, 0, 2, 1]))
