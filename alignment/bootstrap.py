@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from decoding.errors import out_of_range
+from decoding.errors import check_range
 
 DEFAULT_REPLICATES = 2000
 
@@ -45,10 +45,8 @@ class Interval:
 
 
 def _check(level: float, replicates: int) -> None:
-    if not 0 < level < 1:
-        raise out_of_range("level", level, "0 < level < 1")
-    if isinstance(replicates, bool) or not isinstance(replicates, int) or replicates < 100:
-        raise out_of_range("replicates", replicates, "an integer >= 100")
+    check_range("level", level, 0, 1, low_open=True, high_open=True)
+    check_range("replicates", replicates, 100, integer=True)
 
 
 def _matrix(groups: Sequence[Sequence[float]]) -> tuple[np.ndarray, np.ndarray]:

@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from decoding.errors import DecodingLabError, out_of_range
+from decoding.errors import DecodingLabError, check_range, out_of_range
 from decoding.models import LM
 
 from .agreement import agreement
@@ -94,18 +94,12 @@ class StanceConfig:
             fractions = ()
         if not fractions or not all(0 < f <= 1 for f in fractions):
             raise out_of_range("layers", self.layers, "depth fractions in (0, 1] joined by '+'")
-        if not self.l2 > 0:
-            raise out_of_range("l2", self.l2, "l2 > 0")
-        if not self.reference_weight >= 0:
-            raise out_of_range("reference_weight", self.reference_weight, "reference_weight >= 0")
-        if not 0 <= self.min_side_probability < 1:
-            raise out_of_range("min_side_probability", self.min_side_probability, "0 <= p < 1")
-        if not 0 <= self.band < 0.5:
-            raise out_of_range("band", self.band, "0 <= band < 0.5")
-        if not -1 <= self.min_kappa <= 1:
-            raise out_of_range("min_kappa", self.min_kappa, "[-1, 1]")
-        if isinstance(self.folds, bool) or not isinstance(self.folds, int) or self.folds < 2:
-            raise out_of_range("folds", self.folds, "an integer >= 2")
+        check_range("l2", self.l2, 0, low_open=True)
+        check_range("reference_weight", self.reference_weight, 0)
+        check_range("min_side_probability", self.min_side_probability, 0, 1, high_open=True)
+        check_range("band", self.band, 0, 0.5, high_open=True)
+        check_range("min_kappa", self.min_kappa, -1, 1)
+        check_range("folds", self.folds, 2, integer=True)
         if not self.dataset and not self.labelled:
             raise out_of_range("dataset", self.dataset, "a reference set or a labelled set (both are empty)")
 
