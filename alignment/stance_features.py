@@ -175,12 +175,6 @@ def families(lm: LM, prompts: Sequence[str], answers: Sequence[str], kinds: Sequ
     return out
 
 
-def family_features(lm: LM, prompts: Sequence[str], answers: Sequence[str], kind: str,
-                    layer: Sequence[int]) -> np.ndarray:
-    """One feature family of every (prompt, answer), ``(n, d)``."""
-    return families(lm, prompts, answers, [kind], layer)[kind]
-
-
 LAYERED = ("answer", "context")
 
 
