@@ -1,7 +1,8 @@
 """Alignment × decoding: the base model and one or more adapters answer the same prompt with the
 same decoding; their answers side by side with stance and implicit reward; for a chosen step of
 an adapter's answer, both next-token distributions overlaid; the per-step KL / TV curve; and a
-small grid of decodings × models with stance and loop rate.
+small grid of decodings × models with stance and loop rate (drawn cell by cell as it runs). The steps
+where the argmax of base and adapter differ are marked and open with a click.
 
 Presentation only: generation is ``decoding.generate``, the measurements are ``alignment.scoring``
 (teacher-forced distributions, KL, TV), ``alignment.stance`` (the stance judge) and
@@ -31,6 +32,9 @@ TOKENS_KEY = "alignment.max_new_tokens"
 RESULT_KEY = "alignment.result"
 STEP_KEY = "alignment.step"
 FOCUS_KEY = "alignment.focus"
+FLIP_KEY = "alignment.flip"              # the argmax-flip buttons
+SHIFT_CHART_KEY = "alignment.shift_chart"  # + the adapter: its click selection
+CLICKED_KEY = "alignment.clicked"          # per chart: the click already followed
 GRID_SPECS_KEY = "alignment.grid_specs"
 GRID_SAMPLES_KEY = "alignment.grid_samples"
 GRID_KEY = "alignment.grid"
@@ -112,6 +116,9 @@ def run_models(prompt: str, adapters: list[str], spec_text: str, max_new_tokens:
     st.session_state[RESULT_KEY] = {"prompt": prompt, "spec": spec_text, "answers": answers,
                                     "extras": extras, "refusal": refusal, "chat": current.chat}
     st.session_state[STEP_KEY] = 0
+    # a click on the previous result's chart is not followed into this one
+    st.session_state[CLICKED_KEY] = {f"{SHIFT_CHART_KEY}.{label}": _picked_step(f"{SHIFT_CHART_KEY}.{label}")
+                                     for label in extras}
 
 
 def show_answers(result: dict) -> None:
@@ -131,11 +138,42 @@ def show_answers(result: dict) -> None:
                 st.caption(f"implicit reward β·Σ log π/π_ref = {answer['implicit_reward']:+.2f}")
             st.text(answer["text"] or "(empty)")
     st.dataframe(ca.answers_frame(result["answers"]), hide_index=True)
+    base = result["answers"][0]
+    for answer in result["answers"][1:]:
+        st.markdown(f"**{answer['model']} against the base, token by token** (struck through: only the "
+                    f"base's; highlighted: only {answer['model']}'s)")
+        st.html(ca.token_diff_html(base, answer))
+
+
+def _picked_step(chart_key: str) -> int | None:
+    """The step a click on the shift chart selected (``charts_alignment.PICK``), or None."""
+    event = st.session_state.get(chart_key)
+    points = (event or {}).get("selection", {}).get(ca.PICK) or []
+    steps = [p["step"] for p in points if isinstance(p, dict) and "step" in p]
+    return int(steps[0]) if steps else None
+
+
+def _follow_click(chart_key: str, last: int) -> None:
+    """A new click on the shift chart moves the step slider there (before the slider is drawn:
+    a widget's value can only be set before it exists in the run). A click already followed is
+    not followed again, so the slider stays where it was moved since."""
+    picked = _picked_step(chart_key)
+    followed = st.session_state.setdefault(CLICKED_KEY, {})
+    if picked is not None and picked <= last and picked != followed.get(chart_key):
+        st.session_state[STEP_KEY] = picked
+    followed[chart_key] = picked
+
+
+def _jump_to_flip() -> None:
+    picked = st.session_state.get(FLIP_KEY)
+    if picked is not None:
+        st.session_state[STEP_KEY] = picked
 
 
 @st.fragment
 def step_view(result: dict) -> None:
-    """Recorded data only: choosing an adapter or a step never calls a model."""
+    """Recorded data only: choosing an adapter, a step, a flip or a point on the chart never
+    calls a model."""
     extras = result["extras"]
     if not extras:
         return
@@ -146,23 +184,61 @@ def step_view(result: dict) -> None:
     if not steps:
         st.info(f"{focus} produced no tokens.")
         return
+    chart_key = f"{SHIFT_CHART_KEY}.{focus}"
+    _follow_click(chart_key, len(steps) - 1)
+    flips = ca.argmax_flips(steps)
+    if flips:
+        by_step = {f["step"]: f for f in flips}
+        current = st.session_state.get(STEP_KEY)    # the pill of the step shown, if it is a flip
+        st.session_state[FLIP_KEY] = current if current in by_step else None
+        st.pills(f"The argmax of {focus} and the base differ at {len(flips)} of {len(steps)} steps "
+                 "(base → adapter): click one to open it", list(by_step),
+                 format_func=lambda s: ca.flip_label(by_step[s]), key=FLIP_KEY,
+                 on_change=_jump_to_flip, width="content")
+    else:
+        st.caption(f"The argmax of {focus} and the base agree at every step of its answer.")
     step = st.slider("Step of the adapter's answer", 0, len(steps) - 1, key=STEP_KEY) if len(steps) > 1 else 0
     shift = data["shift"][step]
     left, right = st.columns([3, 2])
     with left:
+        flip = next((f for f in flips if f["step"] == step), None)
+        note = (f" · **argmax differs**: base `{ca.visible_text(flip['base'])}`, {focus} "
+                f"`{ca.visible_text(flip['adapter'])}`" if flip else "")
         st.markdown(f"**Next-token distributions at step {step}** (the adapter took "
-                    f"`{ca.visible_text(shift['token'])}`, outlined)")
-        st.altair_chart(ca.overlay_chart(ca.overlay_frame(steps[step], focus)), width="content")
+                    f"`{ca.visible_text(shift['token'])}`, outlined){note}")
+        st.altair_chart(ca.overlay_chart(ca.overlay_frame(steps[step], focus)), width="stretch")
     with right:
         st.metric("KL(adapter ‖ base)", f"{shift['kl']:.3f} nats")
         st.metric("total variation", f"{shift['tv']:.0%}")
         st.metric("log π − log π_base of the chosen token", f"{shift['policy_logprob'] - shift['base_logprob']:+.2f}")
-    st.markdown("**Per-step shift along the adapter's answer**: where does alignment change the model's mind?")
-    st.altair_chart(ca.shift_chart(ca.shift_frame(data["shift"]), selected=step), width="content")
+    st.markdown("**Per-step shift along the adapter's answer**: where does alignment change the model's "
+                "mind? Vermilion ▼: the two argmaxes differ. Click a step to open it above.")
+    st.altair_chart(ca.shift_chart(ca.shift_frame(data["shift"], flips), selected=step), width="stretch",
+                    on_select="rerun", selection_mode=ca.PICK, key=chart_key)
+
+
+def show_grid(grid: dict) -> None:
+    """The grid's cells so far (all of them once it has finished)."""
+    done, total = len(grid["cells"]), grid.get("total", len(grid["cells"]))
+    if done < total:
+        running = grid.get("running")
+        st.caption(f"{done} of {total} cells done" + (f"; now generating: {running}" if running else
+                                                      " (the run stopped before the rest)"))
+    if grid["refusal"]:
+        st.warning(f"No stance labels: {grid['refusal']}")
+    elif grid.get("judge"):
+        st.caption(f"{grid['judge']}. Intervals: 95 % bootstrap over this prompt's samples (one prompt: "
+                   "they show sampling noise only; `declab evaluate` gives intervals over prompts).")
+    if grid["cells"]:
+        st.dataframe(ca.grid_frame(grid["cells"]), hide_index=True, column_config={
+            k: st.column_config.NumberColumn(format="percent") for k in ("support", "neutral", "oppose", "loops", "EOS")})
 
 
 def run_grid(prompt: str, adapters: list[str], specs_text: str, samples: int, max_new_tokens: int) -> None:
+    """Every (model, decoding) cell in turn; each finished cell is kept in the session and drawn
+    at once, so the table grows while the grid runs (a 3 × 4 grid takes minutes on a CPU)."""
     current = lab_state.settings()
+    st.session_state.pop(GRID_KEY, None)      # never the old grid under a new run's error
     try:
         specs = parse_specs(specs_text.replace("\n", ";"),
                             DecodingConfig(max_new_tokens=max_new_tokens, seed=current.seed))
@@ -171,24 +247,25 @@ def run_grid(prompt: str, adapters: list[str], specs_text: str, samples: int, ma
         st.error(str(exc))
         return
     judge, refusal = stance_judge()
-    cells = []
-    progress = st.progress(0.0, text="Generating the grid…")
-    total = len(models) * len(specs)
+    grid = {"cells": [], "refusal": refusal, "judge": judge.describe() if judge is not None else None,
+            "total": len(models) * len(specs), "running": None}
+    st.session_state[GRID_KEY] = grid
+    live = st.empty()
     try:
-        for i, (label, lm, _) in enumerate(models):
-            for j, spec in enumerate(specs):
-                progress.progress((i * len(specs) + j) / total, text=f"{label}: {spec.label}")
+        for label, lm, _ in models:
+            for spec in specs:
+                grid["running"] = f"{label} × {spec.label}"
+                with live.container():
+                    show_grid(grid)
                 records: list[GenerationRecord] = generate_answers(lm, label, [(0, prompt)], spec, samples, current.chat)
                 if judge is not None:
                     judge_records(judge, records, {0: prompt})
-                cells.append({"model": label, "decoding": spec.label, **summarise(records)})
+                grid["cells"].append({"model": label, "decoding": spec.label, **summarise(records)})
     except (DecodingLabError, GenerationError) as exc:
         st.error(str(exc))
-        return
     finally:
-        progress.empty()
-    st.session_state[GRID_KEY] = {"cells": cells, "refusal": refusal,
-                                  "judge": judge.describe() if judge is not None else None}
+        grid["running"] = None
+        live.empty()
 
 
 def render() -> None:
@@ -237,10 +314,4 @@ def render() -> None:
             run_grid(prompt, adapters, grid_specs, int(samples), int(max_new_tokens))
     grid = st.session_state.get(GRID_KEY)
     if grid:
-        if grid["refusal"]:
-            st.warning(f"No stance labels: {grid['refusal']}")
-        elif grid.get("judge"):
-            st.caption(f"{grid['judge']}. Intervals: 95 % bootstrap over this prompt's samples (one prompt: "
-                       "they show sampling noise only; `declab evaluate` gives intervals over prompts).")
-        st.dataframe(ca.grid_frame(grid["cells"]), hide_index=True, column_config={
-            k: st.column_config.NumberColumn(format="percent") for k in ("support", "neutral", "oppose", "loops", "EOS")})
+        show_grid(grid)

@@ -81,8 +81,8 @@ def render(prompt: str, adapters: list[str], spec_text: str, max_new_tokens: int
     with left:
         st.markdown(f"**Answer at λ = {lam:g}**")
         if answer.get("stance"):
-            st.metric("stance", answer["stance"], f"P(support) {answer['p_support']:.0%}",
-                      delta_color="off")
+            # a label with its probability, not a metric delta (an arrow read as a change)
+            st.markdown(f"stance **{answer['stance']}** · P(support) {answer['p_support']:.0%}")
         elif answer.get("refusal"):
             st.caption(f"No stance label: {answer['refusal']}")
         loop = answer["loop_period"]
