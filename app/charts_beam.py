@@ -91,6 +91,22 @@ def best_path(generation: Generation) -> tuple[tuple[int, int] | None, set[tuple
     return None, set()
 
 
+LR_MAX_STEPS = 8   # deeper trees are drawn top to bottom (below)
+
+
+def tree_layout(steps: int, choice: str = "auto") -> str:
+    """Graphviz ``rankdir`` for a tree of ``steps`` steps. Left to right, a 20-step tree is 20
+    columns wide and the page scales it down to ~4 px text; top to bottom, the width is one
+    step's beams (≤ 2 × num_beams boxes with the finished ones) and the depth becomes height,
+    which the page scrolls. ``auto``: left to right up to ``LR_MAX_STEPS`` steps."""
+    layouts = {"left to right": "LR", "top to bottom": "TB"}
+    if choice == "auto":
+        return "LR" if steps <= LR_MAX_STEPS else "TB"
+    if choice not in layouts:
+        raise ValueError(f"layout={choice!r} is not allowed; allowed: auto, {', '.join(layouts)}")
+    return layouts[choice]
+
+
 def beam_tree_dot(generation: Generation, token_text: Callable[[int], str] | None = None,
                   rankdir: str = "LR") -> str:
     """The beam tree as Graphviz DOT: the prompt, every running beam after every step (token and

@@ -94,3 +94,12 @@ def test_ranking_leaves_unadmitted_scores_empty():
     frame = cb.ranking_frame(gen)
     assert frame["score"].isna().tolist() == [False, False, True]
     assert frame["rank by score"].isna().tolist() == [False, False, True]
+
+
+def test_deep_trees_are_laid_out_top_to_bottom():
+    assert cb.tree_layout(cb.LR_MAX_STEPS) == "LR"
+    assert cb.tree_layout(cb.LR_MAX_STEPS + 1) == "TB"          # 20 steps: rows, not 20 columns
+    assert cb.tree_layout(20, "left to right") == "LR" and cb.tree_layout(3, "top to bottom") == "TB"
+    with pytest.raises(ValueError, match="layout='sideways'"):
+        cb.tree_layout(3, "sideways")
+    assert "rankdir=TB;" in cb.beam_tree_dot(generation(), rankdir=cb.tree_layout(20))

@@ -21,6 +21,7 @@ DIVERSITY_KEY = K + "diversity_penalty"
 GENERATE_KEY = K + "generate"
 GENERATION_KEY = K + "generation"
 INPUTS_KEY = K + "inputs"     # what produced the generation (lab_state.run_inputs)
+LAYOUT_KEY = K + "layout"
 DECODED_KEY = K + "decoded"   # token id → text of the finished hypotheses' last tokens
 
 MAX_TREE_TOKENS = 24  # more steps than this make a tree nobody can read on a slide
@@ -58,9 +59,16 @@ def diversity_note(generation) -> str | None:
 
 
 def show_tree(generation, decoded: dict) -> None:
-    dot = charts_beam.beam_tree_dot(generation, token_text=decoded["last"].get)
+    choice = st.radio("Tree layout", ["auto", "left to right", "top to bottom"], horizontal=True,
+                      key=LAYOUT_KEY, persist_state="session",
+                      help=f"auto: left to right up to {charts_beam.LR_MAX_STEPS} steps, top to bottom "
+                           "beyond (the width of a deep tree left to right would shrink its text). "
+                           "The chart's fullscreen button (top right, on hover) shows it larger.")
+    rankdir = charts_beam.tree_layout(len(generation.beam_steps), choice)
+    dot = charts_beam.beam_tree_dot(generation, token_text=decoded["last"].get, rankdir=rankdir)
     st.graphviz_chart(dot, width="stretch")
-    st.caption("Left to right, one column per step. Each box: the token a beam added and its "
+    direction = "Left to right, one column" if rankdir == "LR" else "Top to bottom, one row"
+    st.caption(f"{direction} per step. Each box: the token a beam added and its "
                "cumulative log-probability Σ log p. Blue: extended at the next step; grey dashed: "
                "pruned (no continuation among the best); white dashed: still running when the "
                "search stopped. Double boxes (■): finished hypotheses with their length-"

@@ -356,3 +356,39 @@ def test_train_page_runs_in_the_background_and_the_adapter_reaches_the_sidebar(t
         shot(page, "22-train-stopped")
     assert (tmp_path / "adapters" / "e2e-tiny" / "adapter_config.json").is_file()
     assert not (tmp_path / "adapters" / "e2e-stop").exists()
+
+
+# The rendered size of the beam tree's text: graphviz writes font-size in the SVG's own units,
+# the page scales the SVG to its box, so the size on screen is font-size x (drawn / viewBox width).
+TREE_TEXT_JS = """() => {
+  const svg = document.querySelector("[data-testid='stGraphVizChart'] svg");
+  if (!svg) return null;
+  const scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+  const sizes = [...svg.querySelectorAll("text")].map(t => parseFloat(t.getAttribute("font-size")) * scale);
+  return {min: Math.min(...sizes), count: sizes.length, width: svg.getBoundingClientRect().width,
+          height: svg.getBoundingClientRect().height};
+}"""
+
+
+def test_beam_tree_stays_readable_at_20_steps_and_4_beams(lab_url):
+    """Issue 17: a 20-step beam tree was scaled down to 4 px text. The default layout keeps the
+    tree's text at >= 12 px on screen at 1440x900 and at 1280x720."""
+    with open_browser(width=1440, height=900) as page:
+        page.goto(f"{lab_url}/beam-explorer")
+        page.get_by_role("heading", name="Beam explorer").wait_for(timeout=120_000)
+        wait_idle(page)
+        page.locator("textarea[aria-label='Prompt']").fill("The old map showed")
+        set_number(page, "max_new_tokens", 20)
+        set_number(page, "num_beams", 4)
+        page.get_by_role("button", name="Run beam search").click()
+        page.locator("[data-testid='stGraphVizChart'] svg text").first.wait_for(timeout=180_000)
+        wait_idle(page)
+        assert_no_exception(page, "beam search")
+        for width, height in ((1440, 900), (1280, 720)):
+            page.set_viewport_size({"width": width, "height": height})
+            wait_idle(page)
+            page.wait_for_timeout(500)
+            text = page.evaluate(TREE_TEXT_JS)
+            assert text and text["count"] > 40, text           # 20 steps x 4 beams, labelled
+            assert text["min"] >= 12, f"{width}x{height}: tree text {text['min']:.1f} px ({text})"
+            shot(page, f"30-beam-tree-20x4-{width}x{height}")
