@@ -106,6 +106,9 @@ class SequenceResult:
     steps: list[StepTrace] = field(default_factory=list)
     score: float | None = None        # beam: length-normalised score
     sum_logprob: float | None = None  # sum of raw log-probabilities of the generated tokens
+    # An engine without traces (decoding.engines, vLLM): per step, its top [token id, log-prob,
+    # rank] triples, best first (the chosen token always among them); None when not asked.
+    logprobs: list[list[list[float]]] | None = None
 
     @property
     def mean_logprob(self) -> float | None:

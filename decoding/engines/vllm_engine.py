@@ -123,7 +123,7 @@ def engine_arguments(source: str, settings: VllmSettings, lora: bool, max_logpro
     if settings.max_model_len is not None:
         args["max_model_len"] = settings.max_model_len
     if lora:
-        args.update(enable_lora=True, max_lora_rank=settings.max_lora_rank, max_loras=1)
+        args.update(enable_lora=True, max_lora_rank=settings.max_lora_rank)
     return args
 
 
@@ -158,7 +158,8 @@ def to_sequence(output: dict, lm: LM, settings: VllmSettings) -> SequenceResult:
     raw = settings.logprobs is not None and settings.logprobs_mode == "raw_logprobs"
     return SequenceResult(token_ids=list(output["token_ids"]), text=lm.decode(output["token_ids"]),
                           finish_reason=finish_reason(output),
-                          sum_logprob=sum(chosen_logprobs(output)) if raw else None)
+                          sum_logprob=sum(chosen_logprobs(output)) if raw else None,
+                          logprobs=output.get("logprobs"))
 
 
 def vllm_chain(config: DecodingConfig) -> list[str]:
@@ -196,23 +197,26 @@ def run_bridge(request: dict, settings: VllmSettings) -> dict:
 
 
 def decode_vllm(lm: LM, prompt_ids: list[list[int]], configs: list[DecodingConfig], *,
-                settings: VllmSettings | None = None, adapter: str | None = None
-                ) -> tuple[list[list[SequenceResult]], dict]:
-    """Decode tokenised prompts, each with its own config, in one vLLM engine run.
-
-    Returns, per prompt, its sequences (vLLM's ``n`` = ``num_return_sequences``), and the raw
-    response (per-step log-probabilities under ``results[i]["outputs"][j]["logprobs"]``)."""
+                settings: VllmSettings | None = None, adapters: list[str | None] | None = None
+                ) -> list[list[SequenceResult]]:
+    """Decode tokenised prompts, each with its own config (and PEFT adapter, None: the base), in
+    one vLLM engine run. Returns, per prompt, its sequences (vLLM's ``n`` =
+    ``num_return_sequences``)."""
     settings = settings or VllmSettings()
     params = [sampling_params(c, settings.logprobs) for c in configs]  # refuse before starting
-    lora = lora_request(adapter)
-    request = {"engine": engine_arguments(model_source(lm), settings, lora is not None,
+    loras = [lora_request(a) for a in (adapters or [None] * len(prompt_ids))]
+    for lora in loras:
+        if lora is not None:                  # one id per adapter directory in this run
+            lora["id"] = 1 + sorted({x["path"] for x in loras if x}).index(lora["path"])
+            lora["name"] = f"{lora['name']}-{lora['id']}"
+    request = {"engine": engine_arguments(model_source(lm), settings,
+                                          any(lora is not None for lora in loras),
                                           settings.logprobs or 0),
                "requests": [{"prompt_token_ids": list(ids), "params": p, "lora": lora}
-                            for ids, p in zip(prompt_ids, params)]}
+                            for ids, p, lora in zip(prompt_ids, params, loras)]}
     response = run_bridge(request, settings)
-    sequences = [[to_sequence(o, lm, settings) for o in result["outputs"]]
-                 for result in response["results"]]
-    return sequences, response
+    return [[to_sequence(o, lm, settings) for o in result["outputs"]]
+            for result in response["results"]]
 
 
 def generate_vllm(lm: LM, prompts: list[str], config: DecodingConfig | None = None, *,
@@ -227,7 +231,8 @@ def generate_vllm(lm: LM, prompts: list[str], config: DecodingConfig | None = No
     ids = [lm.encode(p, chat=chat) for p in prompts]
     adapter = adapter if adapter is not None else lm.adapter
     started = time.perf_counter()
-    sequences, _ = decode_vllm(lm, ids, [config] * len(ids), settings=settings, adapter=adapter)
+    sequences = decode_vllm(lm, ids, [config] * len(ids), settings=settings,
+                            adapters=[adapter] * len(ids))
     elapsed = time.perf_counter() - started
     chain = vllm_chain(config)
     return [Generation(model=lm.name, adapter=adapter, prompt=prompt, chat=chat, prompt_ids=p,
