@@ -12,7 +12,10 @@ The work is split by job; this module is the entry point and re-exports the name
 - ``train_rows``: TRL rows from the pairs and their token counts;
 - ``train_cpu``: the CPU speed settings (threads, bf16 detection, LM-head scope, quiet bars);
 - ``trainers``: the TRL trainers and the fused-head subclass for ORPO / SimPO;
-- ``train_output``: the published directory, ``adapter_meta.json`` and the progress log.
+- ``train_output``: the published directory, ``adapter_meta.json`` and the progress log;
+- ``train_launch``: runs under ``accelerate launch`` / ``torchrun`` (DDP, DeepSpeed, FSDP): the
+  process's rank, the effective batch size, the directory all processes share; only the main
+  process writes.
 
 TRL 1.16 facts this package relies on (paths under ``site-packages/trl``):
 
@@ -60,11 +63,14 @@ from .train_cpu import (completion_only_lm_head, cpu_has_bf16, cpu_threads, fast
                         quiet_progress, resolve_precision)
 from .train_output import (CURVES_PNG, LOG_HISTORY, META_FORMAT, build_meta, check_out_dir,
                            final_metrics, library_versions, partial_dir, progress_log_callback, publish)
+from .train_launch import (Launch, batch_line, check_launch, drop_shared_rows, effective_batch_size,
+                           launch_from_env, shared_partial_dir, use_local_device, wait_for_everyone)
 from .train_rows import check_lengths, preference_rows, sequence_lengths
 from .trainers import (build_trainer, fused_concatenated_forward, fused_head_trainer, lora_config,
                        trl_arguments)
 
 __all__ = ["CURVES_PNG", "DEVICES", "LOG_HISTORY", "META_FORMAT", "METHODS", "PRECISIONS", "RANGES",
+           "Launch", "batch_line", "effective_batch_size", "launch_from_env",
            "REPORT_TO", "TrainConfig", "TrainResult", "build_meta", "build_trainer", "check_lengths",
            "check_out_dir", "check_training_knob", "completion_only_lm_head", "cpu_has_bf16",
            "cpu_threads", "fastest_thread_count", "final_metrics", "fused_concatenated_forward",
@@ -132,19 +138,29 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, model: LM | str | Non
     the run has finished. ``progress`` shows the trainer's progress bar and per-step logs.
     ``progress_log``: a JSON-lines file that gets each log entry as it is logged
     (``progress_log_callback``), for a live view of a run in another process.
+
+    Under ``accelerate launch`` / ``torchrun`` every process calls this; the Trainer splits each
+    batch across them (DDP, or DeepSpeed / FSDP from the accelerate config) and only the main
+    process writes ``out_dir`` and ``progress_log`` (``alignment.train_launch``). Every process
+    returns once the adapter is in place; ``TrainResult.main_process`` says which one wrote it.
     """
     started = time.perf_counter()
+    launch = launch_from_env()
     out = Path(os.path.expanduser(str(out_dir)))
     check_out_dir(out, overwrite)
     _check_report_to(config.report_to)
+    check_launch(config, launch)
     dataset = load_dataset(config.dataset, config.data_size, config.support_ratio)
+    use_local_device(launch)
     lm, device = _training_copy(model, config)
     check_top_layers(config.top_layers, lm.model)
     rows = preference_rows(dataset, lm.tokenizer, config.chat)
     lengths = sequence_lengths(rows, lm.tokenizer)
     token_info = check_lengths(lengths, config.max_length)
     precision = resolve_precision(config.precision, device)
-    partial = partial_dir(out)
+    if progress and launch.main:
+        print(batch_line(config.batch_size, launch.world_size, config.grad_accum), flush=True)
+    partial = shared_partial_dir(out, launch, device)
     try:
         with cpu_threads(device, config.threads) as threads, completion_only_lm_head(device), \
                 quiet_progress(progress), warnings.catch_warnings():
@@ -157,19 +173,24 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, model: LM | str | Non
             sharing = SharedPrefixForward(lm.model) if config.share_prompt else None
             try:
                 with sharing or contextlib.nullcontext():
-                    trainer = build_trainer(config, lm, rows, lengths, partial, device, progress, precision)
-                    if progress_log is not None:
+                    trainer = build_trainer(config, lm, rows, lengths, partial, device, progress,
+                                            precision, launch)
+                    if progress_log is not None and launch.main:
                         trainer.add_callback(progress_log_callback(progress_log))
                     trainer.train()
             finally:
                 if cache is not None:
                     cache.remove()  # the full stack again, before saving and generating
             train_s = time.perf_counter() - train_started
-            trainer.save_model(str(partial))
+            wait_for_everyone(launch)             # every process is done with the shared rows
+            trainer.save_model(str(partial))      # collective under ZeRO-3 / FSDP; writes on main only
         log_history = [dict(entry) for entry in trainer.state.log_history]
         runtime = {"device": device.type, "precision": precision,
                    "threads": threads if device.type == "cpu" else None,
                    "steps": trainer.state.global_step, "train_s": round(train_s, 2),
+                   "processes": launch.world_size,
+                   "effective_batch_size": effective_batch_size(config.batch_size, launch.world_size,
+                                                                config.grad_accum),
                    "lower_layer_cache": None if cache is None else {
                        "cached_layers": cache.split, "sequences": len(cache.store),
                        "hits": cache.hits, "misses": cache.misses},
@@ -177,15 +198,19 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, model: LM | str | Non
                        "forwards": sharing.calls, "shared_tokens": sharing.shared_tokens},
                    "wall_time_s": round(time.perf_counter() - started, 2)}
         meta = build_meta(config, lm, dataset, token_info, log_history, runtime)
-        write_json_atomic(partial / LOG_HISTORY, log_history)
-        plot_training_curves(log_history, partial / CURVES_PNG, _curves_title(config, lm, dataset),
-                             method=config.method)
-        write_json_atomic(partial / ADAPTER_META, meta)
-        publish(partial, out, overwrite)
+        if launch.main:
+            drop_shared_rows(partial)
+            write_json_atomic(partial / LOG_HISTORY, log_history)
+            plot_training_curves(log_history, partial / CURVES_PNG, _curves_title(config, lm, dataset),
+                                 method=config.method)
+            write_json_atomic(partial / ADAPTER_META, meta)
+            publish(partial, out, overwrite)
+        wait_for_everyone(launch)                 # the adapter is in place when any process returns
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return TrainResult(out_dir=out, meta=meta, log_history=log_history, lm=_trained_lm(trainer, lm, out))
+    return TrainResult(out_dir=out, meta=meta, log_history=log_history, lm=_trained_lm(trainer, lm, out),
+                       main_process=launch.main)
 
 
 def _curves_title(config: TrainConfig, lm: LM, dataset: PreferenceDataset) -> str:

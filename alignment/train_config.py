@@ -185,10 +185,12 @@ class TrainResult:
     """A finished run: where the adapter lies, its metadata and the trainer's log.
 
     ``lm`` is the trained model (the base with the adapter attached, in eval mode), ready to
-    generate; ``None`` once dropped. It is not part of the written result.
+    generate; ``None`` once dropped. It is not part of the written result. ``main_process``: False
+    in the other processes of a multi-process launch, which wrote nothing.
     """
 
     out_dir: Path
     meta: dict[str, Any]
     log_history: list[dict[str, Any]]
     lm: LM | None = field(default=None, repr=False, compare=False)
+    main_process: bool = True

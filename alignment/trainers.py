@@ -12,6 +12,7 @@ from decoding.errors import out_of_range
 from decoding.models import LM
 
 from .train_config import TrainConfig
+from .train_launch import Launch, shared_rows
 
 
 def fused_concatenated_forward(trainer, model, batch: dict[str, Any]) -> tuple:
@@ -94,7 +95,10 @@ def trl_arguments(config: TrainConfig, output_dir: Path, device: torch.device, p
         beta=config.beta, max_length=config.max_length, seed=config.seed, data_seed=config.seed,
         logging_steps=1, save_strategy="no", report_to=config.report_to, disable_tqdm=not progress,
         activation_checkpointing=False, dataloader_num_workers=0, use_cpu=device.type == "cpu",
-        bf16=precision == "bf16")
+        bf16=precision == "bf16",
+        # under DDP every LoRA weight gets a gradient at every step: no search for unused ones
+        # (the Trainer's default without gradient checkpointing is an extra graph walk per step)
+        ddp_find_unused_parameters=False)
     if config.group_by_length:
         # The sampler reads the "length" column; keeping unused columns stops the Trainer from
         # dropping it before the sampler is built (the collators ignore extra keys).
@@ -104,16 +108,20 @@ def trl_arguments(config: TrainConfig, output_dir: Path, device: torch.device, p
 
 
 def build_trainer(config: TrainConfig, lm: LM, rows: list[dict[str, Any]], lengths: Sequence[tuple[int, int, int]],
-                  output_dir: Path, device: torch.device, progress: bool, precision: str = "fp32"):
-    """The TRL trainer of ``config.method`` over ``rows``, with a fresh LoRA adapter on ``lm.model``."""
-    from datasets import Dataset
+                  output_dir: Path, device: torch.device, progress: bool, precision: str = "fp32",
+                  launch: Launch | None = None):
+    """The TRL trainer of ``config.method`` over ``rows``, with a fresh LoRA adapter on ``lm.model``.
+    ``launch``: this process's place in a multi-process run (``alignment.train_launch``); the rows
+    then go through one file-backed dataset under ``output_dir`` that all processes share."""
     from transformers import PrinterCallback, set_seed
 
     set_seed(config.seed)  # DPOTrainer creates the LoRA weights before Trainer seeds anything
     if config.group_by_length:
         rows = [dict(row, length=c + r) for row, (_, c, r) in zip(rows, lengths)]
     common = trl_arguments(config, output_dir, device, progress, precision)
-    kwargs = dict(model=lm.model, train_dataset=Dataset.from_list(rows), processing_class=lm.tokenizer,
+    launch = launch or Launch()
+    kwargs = dict(model=lm.model, train_dataset=shared_rows(rows, output_dir, launch),
+                  processing_class=lm.tokenizer,
                   peft_config=lora_config(config, getattr(lm.model.config, "num_hidden_layers", None)))
     try:
         if config.method in ("dpo", "ipo"):
@@ -123,7 +131,7 @@ def build_trainer(config: TrainConfig, lm: LM, rows: list[dict[str, Any]], lengt
                              precompute_ref_log_probs=config.precompute_ref, **common)
             trainer = DPOTrainer(args=args, **kwargs)
         else:
-            trainer = _reference_free_trainer(config, lm, common, kwargs)
+            trainer = _reference_free_trainer(config, lm, common, kwargs, fused=launch.sharding is None)
     except ValueError as exc:
         if "Target modules" in str(exc) or "target_modules" in str(exc):
             raise out_of_range("target_modules", ",".join(config.target_modules),
@@ -134,17 +142,22 @@ def build_trainer(config: TrainConfig, lm: LM, rows: list[dict[str, Any]], lengt
     return trainer
 
 
-def _reference_free_trainer(config: TrainConfig, lm: LM, common: dict[str, Any], kwargs: dict[str, Any]):
-    """ORPO (``trl.experimental.orpo``) or SimPO (``trl.experimental.cpo``), with the fused forward."""
+def _reference_free_trainer(config: TrainConfig, lm: LM, common: dict[str, Any], kwargs: dict[str, Any],
+                            fused: bool = True):
+    """ORPO (``trl.experimental.orpo``) or SimPO (``trl.experimental.cpo``), with the fused forward;
+    ``fused=False`` (ZeRO-3 / FSDP, where each process holds a slice of the LM head) keeps TRL's
+    own full-logits forward."""
     from trl.trainer.utils import add_fused_lm_head
 
-    add_fused_lm_head(lm.model, outputs=("log_probs", "mean_logits"))
+    if fused:
+        add_fused_lm_head(lm.model, outputs=("log_probs", "mean_logits"))
+    wrap = fused_head_trainer if fused else (lambda base: base)
     common = {**common, "remove_unused_columns": False}  # their collators need the raw columns
     if config.method == "orpo":
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-        return fused_head_trainer(ORPOTrainer)(args=ORPOConfig(**common), **kwargs)
+        return wrap(ORPOTrainer)(args=ORPOConfig(**common), **kwargs)
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
     args = CPOConfig(loss_type="simpo", cpo_alpha=0.0, simpo_gamma=config.simpo_gamma, **common)
-    return fused_head_trainer(CPOTrainer)(args=args, **kwargs)
+    return wrap(CPOTrainer)(args=args, **kwargs)

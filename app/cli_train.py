@@ -1,7 +1,8 @@
 """``declab train``: align a model to preference pairs (DPO, IPO, ORPO, SimPO) with a LoRA adapter.
 
 Presentation only: every knob is a ``TrainConfig`` field (its help text is the ``--help`` line)
-and the work is ``alignment.train.train``. Bad input is a ``DecodingLabError``: one line, exit 2.
+and the work is ``alignment.train.train``. The same command runs under ``accelerate launch``
+(``configs/accelerate/``); only the main process writes and prints the summary. Bad input is a ``DecodingLabError``: one line, exit 2.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from alignment.train import TrainConfig, TrainResult, train
+from alignment.train import TrainConfig, TrainResult, batch_line, train
 
 from .cli_common import add_dataclass_arguments, dataclass_from_args
 
@@ -49,6 +50,7 @@ def summary_lines(result: TrainResult) -> list[str]:
         f"adapter written to {result.out_dir}",
         f"{meta['method'].upper()} on {meta['base_model']}: {dataset['pairs']} pairs of {dataset['name']}, "
         f"{meta['steps']} steps, {meta['wall_time_s']:.1f} s on {meta['device']}{threads}",
+        batch_line(meta["config"]["batch_size"], meta.get("processes", 1), meta["config"]["grad_accum"]),
         f"final step: {numbers}",
         f"rewards are the {meta['reward_semantics']}",
         f"curves: {result.out_dir / 'training_curves.png'}",
@@ -60,6 +62,8 @@ def run_train(args) -> int:
     config = dataclass_from_args(TrainConfig, args)
     result = train(config, args.out, model=args.model, overwrite=args.overwrite, progress=not args.quiet,
                    progress_log=args.progress_log)
+    if not result.main_process:
+        return 0  # another process of an `accelerate launch` run: the main one reports
     if args.json:
         print(json.dumps(result.meta, indent=1))
     else:

@@ -387,7 +387,9 @@ def load_model_4bit(name: str | None = None) -> LM:
                                       bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, quantization_config=quantization,
-                                                 device_map={"": 0}, dtype=torch.bfloat16)
+                                                 # the current GPU: each process's own under a launcher
+                                                 device_map={"": torch.cuda.current_device()},
+                                                 dtype=torch.bfloat16)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LM(model=model, tokenizer=tokenizer, name=EMBEDDED_NAME if embedded else name,
