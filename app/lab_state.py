@@ -187,9 +187,28 @@ def traced_generation(prompt: str, knobs: dict, spinner: str = "Generating…",
     if lm is None:
         return None
     extra = {} if trace_top is None else {"trace_top": trace_top}
+    stream = st.empty()
     try:
         with st.spinner(spinner):
-            return lm, generate(lm, prompt, config, chat=current.chat, trace=True, **extra)
+            return lm, generate(lm, prompt, config, chat=current.chat, trace=True,
+                                on_step=token_stream(stream, lm, config.max_new_tokens), **extra)
     except (DecodingLabError, GenerationError) as exc:
         st.error(str(exc))
         return None
+    finally:
+        stream.empty()
+
+
+STREAM_CAPTION = "Generating: {n} of at most {limit} tokens"
+
+
+def token_stream(box, lm, limit: int):
+    """An ``on_step`` for ``decoding.generate`` that writes the first sequence's text into
+    ``box`` (an ``st.empty``) as each token arrives, as chat UIs stream (issue 17); the page
+    draws the traced result in its place once the generation is done."""
+    def show(index: int, generated: list[list[int]]) -> None:
+        tokens = generated[0]
+        with box.container():
+            st.caption(STREAM_CAPTION.format(n=len(tokens), limit=limit))
+            st.text(lm.decode(tokens) + " ▌")
+    return show

@@ -20,6 +20,7 @@ from the same generator, once per row and step, before the token is drawn.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -37,11 +38,16 @@ from .rows import RowProgress, StopChecker, pad_token_id, shared_prefill
 from .step import argmax, check_logits, multinomial, step
 from .trace import BeamStep, Generation, SequenceResult, StepTrace
 
-__all__ = ["DEFAULT_TRACE_TOP", "Request", "RowProgress", "StopChecker", "check_prompt",
+__all__ = ["DEFAULT_TRACE_TOP", "OnStep", "Request", "RowProgress", "StopChecker", "check_prompt",
            "check_prompt_ids", "check_trace_top", "decode_batch", "decode_mixed", "droppable",
            "generate", "generate_ids", "plan_lanes", "run_strategy", "shrink_lanes"]
 
 DEFAULT_TRACE_TOP = 20
+
+# Called after every step of greedy, sampling and mirostat decoding with (step index, every
+# row's tokens so far): the lab streams the text as it is generated. Beam search and
+# contrastive search do not call it (their text is settled only at the end).
+OnStep = Callable[[int, list[list[int]]], None]
 
 
 def check_prompt(prompt: str) -> None:
@@ -64,27 +70,29 @@ def check_trace_top(trace_top: int) -> None:
 
 
 def generate(lm: LM, prompt: str, config: DecodingConfig | None = None, chat: bool = True,
-             trace: bool = True, trace_top: int = DEFAULT_TRACE_TOP) -> Generation:
+             trace: bool = True, trace_top: int = DEFAULT_TRACE_TOP,
+             on_step: OnStep | None = None) -> Generation:
     """Generate a continuation of ``prompt`` (chat: as the user turn of the chat template).
 
     Returns a ``Generation`` with the sequences and, when ``trace``, a ``StepTrace`` per step
-    holding the top ``trace_top`` tokens through every stage of the chain.
+    holding the top ``trace_top`` tokens through every stage of the chain. ``on_step`` sees the
+    tokens as they are generated (``OnStep``).
     """
     check_prompt(prompt)
     prompt_ids = lm.encode(prompt, chat=chat)
     return generate_ids(lm, prompt_ids, config, trace=trace, trace_top=trace_top,
-                        prompt=prompt, chat=chat)
+                        prompt=prompt, chat=chat, on_step=on_step)
 
 
 def generate_ids(lm: LM, prompt_ids: list[int], config: DecodingConfig | None = None, *,
                  trace: bool = True, trace_top: int = DEFAULT_TRACE_TOP, prompt: str | None = None,
-                 chat: bool = False) -> Generation:
+                 chat: bool = False, on_step: OnStep | None = None) -> Generation:
     """Generate from already tokenised ids (used for branching from a chosen step)."""
     config = config or DecodingConfig()
     check_prompt_ids(lm, prompt_ids)
     check_trace_top(trace_top)
     started = time.perf_counter()
-    per_prompt, names = run_strategy(lm, [prompt_ids], config, trace, trace_top)
+    per_prompt, names = run_strategy(lm, [prompt_ids], config, trace, trace_top, on_step)
     sequences, beam_steps = per_prompt[0]
     return Generation(
         model=lm.name, adapter=lm.adapter,
@@ -94,7 +102,7 @@ def generate_ids(lm: LM, prompt_ids: list[int], config: DecodingConfig | None = 
 
 
 def run_strategy(lm: LM, prompts: list[list[int]], config: DecodingConfig, trace: bool,
-                 trace_top: int) -> tuple[list[tuple[list[SequenceResult], list[BeamStep]]], list[str]]:
+                 trace_top: int, on_step: OnStep | None = None) -> tuple[list[tuple[list[SequenceResult], list[BeamStep]]], list[str]]:
     """Run ``config.strategy`` on several tokenised prompts at once (left padding).
 
     Returns, per prompt, (sequences, beam tree steps — empty outside beam search), and the
@@ -106,13 +114,14 @@ def run_strategy(lm: LM, prompts: list[list[int]], config: DecodingConfig, trace
     if config.strategy == "contrastive":
         results, names = contrastive_batch(lm, prompts, config, trace=trace, trace_top=trace_top)
     else:
-        results, names = decode_batch(lm, prompts, config, trace=trace, trace_top=trace_top)
+        results, names = decode_batch(lm, prompts, config, trace=trace, trace_top=trace_top,
+                                      on_step=on_step)
     return [(seqs, []) for seqs in results], names
 
 
 def decode_batch(lm: LM, prompts: list[list[int]], config: DecodingConfig, *, trace: bool = True,
-                 trace_top: int = DEFAULT_TRACE_TOP, seeds: list[int] | None = None
-                 ) -> tuple[list[list[SequenceResult]], list[str]]:
+                 trace_top: int = DEFAULT_TRACE_TOP, seeds: list[int] | None = None,
+                 on_step: OnStep | None = None) -> tuple[list[list[SequenceResult]], list[str]]:
     """Greedy, sampling or mirostat decoding of several prompts at once (left padding).
 
     Each prompt becomes ``num_return_sequences`` rows drawing from a generator seeded with its
@@ -123,12 +132,12 @@ def decode_batch(lm: LM, prompts: list[list[int]], config: DecodingConfig, *, tr
     """
     seeds = seeds if seeds is not None else [config.seed] * len(prompts)
     out = decode_mixed(lm, [Request(p, config, s) for p, s in zip(prompts, seeds)],
-                       trace=trace, trace_top=trace_top)
+                       trace=trace, trace_top=trace_top, on_step=on_step)
     return [sequences for sequences, _ in out], out[0][1]
 
 
 def decode_mixed(lm: LM, requests: list[Request], *, trace: bool = True,
-                 trace_top: int = DEFAULT_TRACE_TOP
+                 trace_top: int = DEFAULT_TRACE_TOP, on_step: OnStep | None = None
                  ) -> list[tuple[list[SequenceResult], list[str]]]:
     """Decode requests with different configs (greedy, sampling, mirostat) in one batch.
 
@@ -172,7 +181,10 @@ def decode_mixed(lm: LM, requests: list[Request], *, trace: bool = True,
                                                 progress, texts, trace_top, second)
                 chosen[lane.rows] = progress.pad_finished(picked, pad, where[lane.rows])
                 traces += lane_traces
-            if progress.add(chosen, logits, traces, where):
+            done = progress.add(chosen, logits, traces, where)
+            if on_step is not None:
+                on_step(index, progress.generated)
+            if done:
                 break
             keep = droppable(lanes, where, progress)
             if keep is not None:

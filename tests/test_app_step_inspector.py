@@ -127,3 +127,25 @@ def test_strategies_beyond_transformers_generate_and_trace(at, strategy, chain_s
     assert generation.config["strategy"] == strategy
     assert chain_stage in generation.chain
     assert generation.steps and generation.steps[0].extra
+
+
+def test_generate_streams_the_text_token_by_token(at, monkeypatch):
+    """The page's generation passes an ``on_step`` that writes the text so far (issue 17: tokens
+    streamed as they are generated); the streamed text ends as the generation's text."""
+    shown = []
+    real = lab_state.token_stream
+
+    def spying(box, lm, limit):
+        show = real(box, lm, limit)
+
+        def step(index, generated):
+            shown.append(lm.decode(generated[0]))
+            show(index, generated)
+        return step
+
+    monkeypatch.setattr(lab_state, "token_stream", spying)
+    generate(at, "The cat")
+    assert not at.exception and not at.error
+    generation = at.session_state[si.GENERATION_KEY]
+    assert len(shown) == len(generation.steps) and shown[-1] == generation.text
+    assert not any(lab_state.STREAM_CAPTION.split("{")[0] in c.value for c in at.caption)   # replaced by the result

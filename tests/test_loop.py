@@ -183,3 +183,24 @@ def test_batch_rows_match_single_runs(tiny):
         for ids, seqs in zip(prompts, batched):
             single = generate_ids(tiny, ids, c)
             assert seqs[0].token_ids == single.token_ids
+
+
+@pytest.mark.parametrize("config", [DecodingConfig(max_new_tokens=9),
+                                    DecodingConfig(strategy="sample", max_new_tokens=9, seed=3,
+                                                   num_return_sequences=2)])
+def test_on_step_sees_every_token_as_it_is_generated(tiny, config):
+    """The lab streams the text through ``on_step``: once per step, each row's tokens so far,
+    growing by one, ending with the returned tokens; the tokens are the same with or without it."""
+    seen = []
+    gen = generate(tiny, "The cat sat", config, on_step=lambda i, rows: seen.append((i, [list(r) for r in rows])))
+    assert [i for i, _ in seen] == list(range(len(seen)))
+    assert [len(rows[0]) for _, rows in seen] == list(range(1, len(gen.sequences[0].token_ids) + 1))
+    assert seen[-1][1] == [s.token_ids for s in gen.sequences]
+    assert gen.token_ids == generate(tiny, "The cat sat", config).token_ids
+
+
+def test_beam_search_does_not_stream(tiny):
+    seen = []
+    generate(tiny, "The cat sat", DecodingConfig(strategy="beam", num_beams=2, max_new_tokens=4),
+             on_step=lambda i, rows: seen.append(i))
+    assert seen == []
