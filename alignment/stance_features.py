@@ -79,7 +79,6 @@ def chat_ids(lm: LM, prompt: str, system: str | None = None) -> list[int]:
 
 
 @torch.inference_mode()
-@torch.inference_mode()
 def scan(lm: LM, prefixes: Sequence[Sequence[int]], answers: Sequence[Sequence[int]],
          layer: Sequence[int] | None, suffix: Sequence[int] = (), read: Sequence[int] = ()
          ) -> tuple[np.ndarray | None, list[np.ndarray], np.ndarray | None]:
