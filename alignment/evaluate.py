@@ -44,10 +44,12 @@ from decoding import DecodingConfig, load_model
 from decoding.batch import generate_mixed
 from decoding.diagnostics import rep_n
 from decoding.diagnostics.summary import main_text_loop
+from decoding.engines import check_engine_name, decode_vllm, sampling_params
 from decoding.errors import DecodingLabError, check_range
 from decoding.models import ADAPTER_META, LM, attach_adapter
 from decoding.seeds import sample_seed
 from decoding.specs import StrategySpec, parse_specs
+from decoding.trace import SequenceResult
 
 from .bootstrap import Interval, bootstrap_difference, bootstrap_mean, by_prompt
 from .data import StanceRecord, load_stance_records
@@ -77,6 +79,9 @@ class EvalConfig:
     tie_margin: float = field(default=0.1, metadata={
         "help": "pairwise: |ΔP(support)| at or below this is a tie, in [0, 1)"})
     max_prompts: int | None = field(default=None, metadata={"help": "only the first N test prompts"})
+    engine: str = field(default="ours", metadata={
+        "help": "who generates the answers: ours (our batched loop) | vllm (one vLLM run, every "
+                "adapter as a LoRARequest; make engines); the measurements run on our side"})
 
     def __post_init__(self) -> None:
         for name, low in (("samples", 1), ("max_new_tokens", 1), ("seed", 0)):
@@ -84,6 +89,16 @@ class EvalConfig:
         check_range("max_prompts", self.max_prompts, 1, integer=True, optional=True,
                     allowed="an integer >= 1, or None for all")
         check_range("tie_margin", self.tie_margin, 0, 1, high_open=True)
+        check_engine_name(self.engine)
+
+    def check_engine(self) -> None:
+        """Refuse, before anything loads, a decoding the engine cannot run."""
+        if self.engine == "vllm":
+            for spec in self.specs():
+                try:
+                    sampling_params(spec.config)
+                except DecodingLabError as exc:
+                    raise DecodingLabError(f"decoding {spec.label!r}: {exc}") from None
 
     def specs(self) -> list[StrategySpec]:
         return parse_specs(self.decodings, DecodingConfig(max_new_tokens=self.max_new_tokens,
@@ -163,27 +178,26 @@ class GenerationRecord:
 MIXED_ROWS = 64
 
 
-def generate_answers(lm: LM, label: str, items: Sequence[tuple[Any, str]],
-                     spec: StrategySpec | Sequence[StrategySpec], samples: int,
-                     chat: bool) -> list[GenerationRecord]:
-    """Every ``(id, prompt)`` answered once per deterministic decoding and ``samples`` times per
-    sampling one (seed ``sample_seed(config seed, id, k)`` for sample k, recorded); records
-    come decoding by decoding, then sample by sample, then item by item. Every decoding and sample runs in shared mixed batches
-    (``decoding.generate_mixed``: one forward pass per step for all of them, the tokens each
-    gets alone). A loop counts when ``find_loops`` finds one covering >= 8 tokens
-    (``answer_loop``)."""
-    specs = [spec] if isinstance(spec, StrategySpec) else list(spec)
-    jobs = []   # (spec, sample index, item id, prompt text, config)
+def answer_jobs(items: Sequence[tuple[Any, str]], specs: Sequence[StrategySpec],
+                samples: int) -> list[tuple[StrategySpec, int, Any, str, DecodingConfig]]:
+    """(spec, sample index, item id, prompt text, config) for every answer to generate: each
+    item once per deterministic decoding and ``samples`` times per sampling one (seed
+    ``sample_seed(config seed, id, k)`` for sample k); decoding by decoding, then sample by
+    sample, then item by item."""
+    jobs = []
     for one in specs:
         runs = samples if one.config.strategy in ("sample", "mirostat") else 1
         for k in range(runs):
             jobs += [(one, k, item_id, text, one.config.replace(seed=sample_seed(one.config.seed, item_id, k)))
                      for item_id, text in items]
-    gens = generate_mixed(lm, [(text, config) for *_, text, config in jobs], chat=chat,
-                          max_rows=MIXED_ROWS)
+    return jobs
+
+
+def answer_records(lm: LM, label: str, jobs: Sequence[tuple], sequences: Sequence[SequenceResult]
+                   ) -> list[GenerationRecord]:
+    """One record per (job, its generated sequence), with its loop (``answer_loop``)."""
     out = []
-    for (one, k, item_id, _, config), gen in zip(jobs, gens):
-        seq = gen.sequences[0]
+    for (one, k, item_id, _, config), seq in zip(jobs, sequences):
         loop = answer_loop(seq.token_ids, pieces=[lm.token_text(t) for t in seq.token_ids])
         sampled = one.config.strategy in ("sample", "mirostat")
         out.append(GenerationRecord(label, one.label, item_id, k, seq.text, list(seq.token_ids),
@@ -193,6 +207,39 @@ def generate_answers(lm: LM, label: str, items: Sequence[tuple[Any, str]],
                                     loop_kind=loop.kind if loop else None,
                                     seed=config.seed if sampled else None))
     return out
+
+
+def generate_answers(lm: LM, label: str, items: Sequence[tuple[Any, str]],
+                     spec: StrategySpec | Sequence[StrategySpec], samples: int,
+                     chat: bool) -> list[GenerationRecord]:
+    """Every ``(id, prompt)`` answered as ``answer_jobs`` lists (the seed of each sample is
+    recorded). Every decoding and sample runs in shared mixed batches
+    (``decoding.generate_mixed``: one forward pass per step for all of them, the tokens each
+    gets alone). A loop counts when ``find_loops`` finds one covering >= 8 tokens
+    (``answer_loop``)."""
+    specs = [spec] if isinstance(spec, StrategySpec) else list(spec)
+    jobs = answer_jobs(items, specs, samples)
+    gens = generate_mixed(lm, [(text, config) for *_, text, config in jobs], chat=chat,
+                          max_rows=MIXED_ROWS)
+    return answer_records(lm, label, jobs, [gen.sequences[0] for gen in gens])
+
+
+def vllm_answers(base: LM, subjects: Sequence["Subject"], items: Sequence[tuple[Any, str]],
+                 specs: Sequence[StrategySpec], samples: int, chat: bool
+                 ) -> dict[str, list[SequenceResult]]:
+    """Every subject's ``answer_jobs`` in one vLLM run (``--engine vllm``): the base as is, each
+    adapter as a LoRARequest on it, so the engine starts once. Per subject label, the first
+    sequence of each job."""
+    jobs = answer_jobs(items, specs, samples)
+    ids = [base.encode(text, chat=chat) for *_, text, _ in jobs]
+    prompts, configs, adapters = [], [], []
+    for subject in subjects:
+        prompts += ids
+        configs += [config for *_, config in jobs]
+        adapters += [subject.adapter] * len(jobs)
+    sequences = [seqs[0] for seqs in decode_vllm(base, prompts, configs, adapters=adapters)]
+    return {subject.label: sequences[i * len(jobs):(i + 1) * len(jobs)]
+            for i, subject in enumerate(subjects)}
 
 
 def answer_loop(token_ids: Sequence[int], min_tokens: int = 8,
@@ -381,11 +428,15 @@ def answer_models(base: LM, subjects: Sequence[Subject], items: Sequence[tuple[A
                   specs: Sequence[StrategySpec], samples: int, chat: bool,
                   judge: StanceJudge | None,
                   on_model: Callable[[LM, Subject, list[GenerationRecord]], None] | None = None,
-                  progress: Callable[[str], None] | None = None) -> list[GenerationRecord]:
+                  progress: Callable[[str], None] | None = None,
+                  engine_answers: dict[str, list[SequenceResult]] | None = None
+                  ) -> list[GenerationRecord]:
     """Every subject × decoding on ``items`` (``(id, prompt)``): answers with their stance
     (when a judge is given) and, for adapters, the KL of their answers to the base. Each
     adapter is loaded once (``load_subject``); ``on_model`` sees every loaded model with its
-    answers, for measurements that need the model (likelihood margins, preference accuracy)."""
+    answers, for measurements that need the model (likelihood margins, preference accuracy).
+    ``engine_answers``: the answers already generated by another engine (``vllm_answers``), per
+    subject label; the models are still loaded for the measurements."""
     note = progress or (lambda text: None)
     prompts = dict(items)
     records: list[GenerationRecord] = []
@@ -393,7 +444,11 @@ def answer_models(base: LM, subjects: Sequence[Subject], items: Sequence[tuple[A
         note(f"{subject.label}: loading")
         lm = load_subject(subject, base)
         note(f"{subject.label}: {', '.join(spec.label for spec in specs)}")
-        mine = generate_answers(lm, subject.label, items, specs, samples, chat)
+        if engine_answers is None:
+            mine = generate_answers(lm, subject.label, items, specs, samples, chat)
+        else:
+            mine = answer_records(lm, subject.label, answer_jobs(items, specs, samples),
+                                  engine_answers[subject.label])
         if judge is not None:
             judge_records(judge, mine, prompts)
         if subject.adapter is not None:
@@ -437,8 +492,13 @@ def evaluate(adapters: Sequence[str], config: EvalConfig | None = None, model_na
         if acc is not None:
             preference[subject.label] = acc
 
-    generations = answer_models(base, subjects, [(r.id, r.prompt) for r in records], specs, config.samples,
-                                config.chat, judge, per_model, note)
+    items = [(r.id, r.prompt) for r in records]
+    engine_answers = None
+    if config.engine == "vllm":
+        note("generating every answer on vLLM (one engine run)")
+        engine_answers = vllm_answers(base, subjects, items, specs, config.samples, config.chat)
+    generations = answer_models(base, subjects, items, specs, config.samples,
+                                config.chat, judge, per_model, note, engine_answers)
     cells = [{"model": s.label, "decoding": spec.label,
               **summarise([a for a in generations if a.model == s.label and a.decoding == spec.label])}
              for s in subjects for spec in specs]

@@ -36,10 +36,11 @@ from decoding.diagnostics.summary import (  # noqa: F401  (re-exported: cli_demo
     sequence_metrics,
     whitespace_pieces,
 )
+from decoding.engines import VllmSettings, sampling_params
 from decoding.errors import DecodingLabError
 from decoding.specs import SYNTAX, parse_specs
 
-from .cli_generate import add_model_arguments
+from .cli_generate import add_engine_arguments, add_model_arguments
 
 # ---------------------------------------------------------------------- highlighting
 
@@ -249,8 +250,18 @@ def run_compare(args) -> int:
     base = DecodingConfig(max_new_tokens=args.max_new_tokens, seed=args.seed,
                           ignore_eos=args.ignore_eos)
     specs = parse_specs(args.strategies or ["greedy"], base)
+    settings = None
+    if args.engine == "vllm":
+        for label, config in specs:            # refuse what vLLM cannot express, before loading
+            try:
+                sampling_params(config)
+            except DecodingLabError as exc:
+                raise DecodingLabError(f"spec {label!r}: {exc}") from None
+        # logprobs=0: the chosen token's raw log-probability only (the rows' mean logp)
+        settings = VllmSettings(logprobs=0, **({"dtype": args.dtype} if args.dtype else {}))
     lm = load_model(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device)
-    rows = compare_rows(lm, args.prompt, specs, chat=args.chat)
+    rows = compare_rows(lm, args.prompt, specs, chat=args.chat, engine=args.engine,
+                        settings=settings)
     if args.json:
         for row in rows:
             row.pop("pieces")
@@ -346,6 +357,7 @@ def register(subparsers) -> None:
     c.add_argument("--json", action="store_true", help="Print the rows as JSON.")
     _add_colour(c)
     add_model_arguments(c)
+    add_engine_arguments(c)
     c.set_defaults(func=run_compare)
 
     r = subparsers.add_parser(

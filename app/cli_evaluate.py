@@ -39,6 +39,7 @@ def register(subparsers) -> None:
 def run_evaluate(args) -> int:
     config = dataclass_from_args(EvalConfig, args)
     config.specs()                                   # bad specs: exit 2 before any loading
+    config.check_engine()                            # ... and decodings the engine cannot run
     for adapter in args.adapter:
         if not Path(adapter).is_dir():
             raise DecodingLabError(f"--adapter={adapter!r} is not a directory; expected an adapter "

@@ -97,7 +97,8 @@ def run_generate(args) -> int:
                           "every step (see --trace-top)")
     lm = load_model(args.model, adapter=args.adapter, dtype=args.dtype, device=args.device)
     if args.engine == "vllm":
-        [gen] = generate_vllm(lm, [args.prompt], config, chat=args.chat, settings=vllm_settings(args))
+        [gen] = generate_vllm(lm, [(args.prompt, config)], chat=args.chat,
+                              settings=vllm_settings(args))
     else:
         gen = generate(lm, args.prompt, config, chat=args.chat, trace=True,
                        trace_top=args.trace_top or 20)

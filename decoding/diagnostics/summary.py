@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..config import DecodingConfig
 from ..errors import DecodingLabError
-from ..batch import generate_mixed
+from ..engines.vllm_engine import generate_with
 from .loop_kinds import LoopFinding, find_loops, main_loop
 from .loops import LoopReport
 from .metrics import distinct_n, diversity, holtzman_repetition, rep_n, rep_sen, seq_rep_n
@@ -122,17 +122,19 @@ def model_pieces(tokenizer, text: str) -> tuple[list[int], list[str]]:
 
 # ---------------------------------------------------------------------- compare
 
-def compare_rows(lm, prompt: str, specs: list, chat: bool) -> list[dict]:
+def compare_rows(lm, prompt: str, specs: list, chat: bool, engine: str = "ours",
+                 settings=None) -> list[dict]:
     """Generate ``prompt`` with every (label, config); one row of measurements each.
 
     The configs run as one mixed batch (``generate_mixed``: each gets the tokens it gets
     alone). Row keys: label, config (dict), text, pieces (one string per token), n_tokens,
     finish_reason, the ``sequence_metrics`` (non-strict), loop (the main ``LoopFinding`` of
     ``find_loops`` as a dict, with its kind, or None), mean_logprob (mean raw log-probability of the generated tokens), elapsed_s (wall
-    time of the batch the config ran in).
+    time of the batch the config ran in). ``engine``: ``ours`` or ``vllm`` (one vLLM run for
+    every config; ``settings``: its ``VllmSettings``).
     """
     configs = [c if isinstance(c, DecodingConfig) else DecodingConfig(**c) for _, c in specs]
-    gens = generate_mixed(lm, [(prompt, c) for c in configs], chat=chat, trace=False)
+    gens = generate_with(engine, lm, [(prompt, c) for c in configs], chat=chat, settings=settings)
     rows = []
     for (label, _), config, gen in zip(specs, configs, gens):
         seq = gen.sequences[0]

@@ -7,7 +7,7 @@ refused by name, never silently dropped.
 """
 
 from .vllm_params import ENGINES, check_engine_name, sampling_params
-from .vllm_engine import VllmSettings, decode_vllm, engine_available, generate_vllm
+from .vllm_engine import VllmSettings, decode_vllm, engine_available, generate_vllm, generate_with
 
 __all__ = ["ENGINES", "VllmSettings", "check_engine_name", "decode_vllm", "engine_available", "generate_vllm",
-           "sampling_params"]
+           "generate_with", "sampling_params"]

@@ -219,26 +219,39 @@ def decode_vllm(lm: LM, prompt_ids: list[list[int]], configs: list[DecodingConfi
             for result in response["results"]]
 
 
-def generate_vllm(lm: LM, prompts: list[str], config: DecodingConfig | None = None, *,
-                  chat: bool = True, settings: VllmSettings | None = None,
+def generate_vllm(lm: LM, requests: list[tuple[str, DecodingConfig]], *, chat: bool = True,
+                  settings: VllmSettings | None = None,
                   adapter: str | None = None) -> list[Generation]:
-    """One ``Generation`` (without steps) per prompt, decoded by vLLM in one engine run.
+    """One ``Generation`` (without steps) per ``(prompt, config)`` request, decoded by vLLM in
+    one engine run: ``batch.generate_mixed``'s shape, another engine.
 
     ``lm`` supplies the tokenizer, chat template and weights' location; ``adapter`` a PEFT
-    directory applied as a LoRARequest (default: the adapter ``lm`` was loaded with)."""
-    config = config or DecodingConfig()
-    sampling_params(config)                                    # refuse before tokenising
-    ids = [lm.encode(p, chat=chat) for p in prompts]
+    directory applied as a LoRARequest (default: the adapter ``lm`` was loaded with).
+    ``elapsed_s`` of each is the engine run's wall time (start-up included) shared equally."""
+    for _, config in requests:
+        sampling_params(config)                               # refuse before tokenising
+    ids = [lm.encode(prompt, chat=chat) for prompt, _ in requests]
     adapter = adapter if adapter is not None else lm.adapter
     started = time.perf_counter()
-    sequences = decode_vllm(lm, ids, [config] * len(ids), settings=settings,
+    sequences = decode_vllm(lm, ids, [c for _, c in requests], settings=settings,
                             adapters=[adapter] * len(ids))
-    elapsed = time.perf_counter() - started
-    chain = vllm_chain(config)
+    elapsed = (time.perf_counter() - started) / len(requests)
     return [Generation(model=lm.name, adapter=adapter, prompt=prompt, chat=chat, prompt_ids=p,
-                       config=config.to_dict(), chain=chain, sequences=seqs,
-                       elapsed_s=elapsed / len(prompts))
-            for prompt, p, seqs in zip(prompts, ids, sequences)]
+                       config=config.to_dict(), chain=vllm_chain(config), sequences=seqs,
+                       elapsed_s=elapsed)
+            for (prompt, config), p, seqs in zip(requests, ids, sequences)]
+
+
+def generate_with(engine: str, lm: LM, requests: list[tuple[str, DecodingConfig]], *,
+                  chat: bool = True, settings: VllmSettings | None = None) -> list[Generation]:
+    """Untraced generation of ``(prompt, config)`` requests on ``engine`` (``ours``: our
+    batched loop, ``generate_mixed``; ``vllm``: one vLLM run)."""
+    from ..batch import generate_mixed
+    from .vllm_params import check_engine_name
+
+    if check_engine_name(engine) == "vllm":
+        return generate_vllm(lm, requests, chat=chat, settings=settings)
+    return generate_mixed(lm, requests, chat=chat, trace=False)
 
 
 if __name__ == "__main__":     # python -m decoding.engines.vllm_engine: is the engine there?

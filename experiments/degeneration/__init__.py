@@ -41,6 +41,8 @@ def build_parser(prog: str = "declab experiment degeneration") -> argparse.Argum
         "torch CPU threads (default auto: torch's own choice, or 1 when the machine is already "
         "busy, i.e. the 1-minute load average >= the CPU count; OpenMP threads spin-wait, and on "
         "a shared 2-core machine 2 threads measured 4-6x slower than 1)."))
+    p.add_argument("--engine", choices=("ours", "vllm"), default=None,
+                   help=DegenerationSettings.__dataclass_fields__["engine"].metadata["help"])
     p.add_argument("--root", default="runs", help="Where run directories go (default: runs).")
     p.add_argument("--model", default=None, help="Model (default: the embedded SmolLM2-135M).")
     p.add_argument("--no-progress", dest="progress", action="store_false")
@@ -71,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(threads)
-    changes = {k: getattr(args, k) for k in ("max_new_tokens", "per_category", "seed", "batch_rows")
+    changes = {k: getattr(args, k) for k in ("max_new_tokens", "per_category", "seed", "batch_rows",
+                                             "engine")
                if getattr(args, k) is not None}
     if changes.get("per_category") == 0:
         changes["per_category"] = None  # every prompt

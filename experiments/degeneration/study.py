@@ -30,6 +30,7 @@ from decoding.diagnostics import (
 from decoding.diagnostics.summary import main_text_loop
 from decoding.batch import MIXABLE
 from decoding.config import knob
+from decoding.engines import check_engine_name, decode_vllm, sampling_params
 from decoding.errors import DecodingLabError, check_range
 from decoding.io import write_json_atomic
 from decoding.models import LM
@@ -66,12 +67,15 @@ class DegenerationSettings:
     reinforcement_sentences: int | None = knob(None, "Self-reinforcement probe: the first N shipped "
                                                "sentences; None: all.")
     quick: bool = knob(False, "The two-minute version (set by --quick).")
+    engine: str = knob("ours", "Who generates: ours (our batched loop) or vllm (one vLLM run for "
+                       "every item, make engines; strategies vLLM cannot express are skipped).")
 
     def __post_init__(self) -> None:
         for name, low in (("max_new_tokens", 1), ("batch_rows", 1), ("reinforcement_repeats", 1),
                           ("seed", 0), ("per_category", 1), ("reinforcement_sentences", 1)):
             check_range(name, getattr(self, name), low, integer=True,
                         optional=name in ("per_category", "reinforcement_sentences"))
+        check_engine_name(self.engine)
 
     @classmethod
     def quick_settings(cls, **changes) -> "DegenerationSettings":
@@ -104,6 +108,35 @@ def generate_group(lm: LM, items: list[tuple[DecodingConfig, str]],
     gens = decoding.generate_mixed(lm, [(text, config) for config, text in items], chat=chat,
                                    trace=False)
     return [g.sequences[0] for g in gens]
+
+
+def engine_refusals(strategies: list[StudyStrategy]) -> list[tuple[str, str]]:
+    """(label, why) for each strategy vLLM cannot run (``vllm_params.sampling_params``)."""
+    refused = []
+    for strategy in strategies:
+        try:
+            sampling_params(strategy.config)
+        except DecodingLabError as exc:
+            refused.append((strategy.label, str(exc)))
+    return refused
+
+
+def generate_plan_vllm(lm: LM, plan: list["Batch"]) -> tuple[list[list[SequenceResult]], float]:
+    """Every batch of the plan in one vLLM run (its start-up is paid once): per batch, the first
+    sequence of each item; and the run's wall time."""
+    ids, configs = [], []
+    for batch in plan:
+        for strategy, prompt, text in batch.items:
+            ids.append(lm.encode(text, chat=batch.chat))
+            configs.append(item_config(strategy, prompt.id))
+    t0 = time.perf_counter()
+    sequences = [seqs[0] for seqs in decode_vllm(lm, ids, configs)]
+    elapsed = time.perf_counter() - t0
+    out, start = [], 0
+    for batch in plan:
+        out.append(sequences[start:start + len(batch.items)])
+        start += len(batch.items)
+    return out, elapsed
 
 
 def as_raw_text(lm: LM, prompt: Prompt) -> str | None:
@@ -256,6 +289,10 @@ def run_degeneration(lm: LM | None = None, prompts: PromptSet | None = None,
     if settings.reinforcement_sentences is not None:
         sentences = sentences[:settings.reinforcement_sentences]
     strategies, skipped = resolve_strategies(settings.base_config(), settings.strategies)
+    if settings.engine == "vllm":
+        refused = engine_refusals(strategies)
+        strategies = [s for s in strategies if s.label not in {label for label, _ in refused}]
+        skipped = skipped + refused
     for label, why in skipped:
         log(f"skipping {label!r}: {why}")
     if not strategies:
@@ -265,23 +302,29 @@ def run_degeneration(lm: LM | None = None, prompts: PromptSet | None = None,
               "prompt_set": prompts.name, "prompt_ids": [p.id for p in prompts.prompts],
               "strategies": [{"label": s.label, "spec": s.spec} for s in strategies],
               "skipped": [{"label": label, "reason": why} for label, why in skipped],
-              "batched": True,
+              "batched": True, "engine": settings.engine,
               "torch_threads": torch.get_num_threads()}
 
     with open_run(STUDY_NAME, root, params) as run:
         log(f"run directory: {run.path}")
         started = time.perf_counter()
         plan = generation_plan(lm, strategies, prompts, settings.batch_rows)
+        engine_out = generate_plan_vllm(lm, plan) if settings.engine == "vllm" else None
+        total_rows = sum(batch.rows for batch in plan)
         bar = _progress(sum(len(batch.items) for batch in plan), progress)
         records: list[dict] = []
         timings: dict[str, float] = {}
         try:
             with open(run.file("results.jsonl"), "a", encoding="utf-8") as out:
-                for batch in plan:
+                for index, batch in enumerate(plan):
                     t0 = time.perf_counter()
-                    sequences = generate_group(lm, [(item_config(s, p.id), text) for s, p, text in batch.items],
-                                               batch.chat)
-                    elapsed = time.perf_counter() - t0
+                    if engine_out is None:
+                        sequences = generate_group(lm, [(item_config(s, p.id), text)
+                                                        for s, p, text in batch.items], batch.chat)
+                        elapsed = time.perf_counter() - t0
+                    else:   # one vLLM run served every batch: its time shared out by rows
+                        sequences = engine_out[0][index]
+                        elapsed = engine_out[1] * batch.rows / total_rows
                     for (strategy, prompt, _), seq in zip(batch.items, sequences):
                         # a mixed batch's time is shared out by the rows each item occupied
                         share = elapsed * strategy.rows_per_prompt / batch.rows
