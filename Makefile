@@ -4,21 +4,24 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
-# Pinned versions the tests passed on; `make setup CONSTRAINTS=` installs without pins (try newer
-# libraries that way, then `make test`: the fast-path self-check test says whether the
-# bit-identical path still holds on them).
+# Pinned versions the tests passed on. To try newer libraries: `make test-latest` (a second
+# environment, .venv-latest, installed without pins; the fast-path self-check test there says
+# whether the bit-identical path still holds), or on a fresh clone `make setup CONSTRAINTS=`.
 CONSTRAINTS ?= constraints.txt
 PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 PORT ?= 8501
 STAMP := $(VENV)/.installed
 
-.PHONY: setup app test test-fast demo bench browser clean help engines test-engines
+.PHONY: setup app test test-fast demo bench browser clean help engines test-engines \
+	setup-latest test-latest gpu-check
 
 help:
 	@echo "make app    set everything up and open the lab on http://127.0.0.1:$(PORT)"
 	@echo "make test   set everything up and run the tests"
 	@echo "make demo   greedy vs beam vs top-p on the unicorn prompt, in the terminal"
 	@echo "make bench  our loop vs transformers generate(), ratios"
+	@echo "make gpu-check     bf16 parity, tokens/s, DPO and 4-bit on one CUDA GPU (exit 2 without one)"
+	@echo "make test-latest   newest libraries in .venv-latest (no pins): pinned-env and fast-path tests"
 	@echo "make engines       build the separate vLLM environment ($(VLLM_VENV))"
 	@echo "make test-engines  build it if absent and run the vLLM engine tests"
 
@@ -50,6 +53,19 @@ browser:
 demo: setup
 	$(VENV)/bin/declab demo unicorn
 
+# One CUDA GPU, a few minutes, no download: prints one table (experiments/gpu_check.py).
+gpu-check: setup
+	$(PY) -m experiments.gpu_check
+
+# The newest releases the pyproject ranges allow, in their own environment (.venv stays pinned).
+LATEST_VENV ?= .venv-latest
+setup-latest:
+	$(MAKE) setup VENV=$(LATEST_VENV) CONSTRAINTS= TORCH_SPEC=torch
+
+test-latest: setup-latest
+	$(LATEST_VENV)/bin/python -m pip list --format=freeze | grep -iE '^(torch|transformers|trl|peft|accelerate)=='
+	$(LATEST_VENV)/bin/python -m pytest -q tests/test_pinned_env.py tests/test_fastpath.py
+
 bench: setup
 	$(PY) -m experiments.bench
 
@@ -76,4 +92,4 @@ test-engines: setup engines
 	$(PY) -m pytest -q tests/test_engines_vllm.py
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) $(LATEST_VENV) .pytest_cache
