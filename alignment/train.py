@@ -69,14 +69,14 @@ from .train_rows import check_lengths, preference_rows, sequence_lengths
 from .trainers import (build_trainer, fused_concatenated_forward, fused_head_trainer, lora_config,
                        trl_arguments)
 
-__all__ = ["CURVES_PNG", "DEVICES", "LOG_HISTORY", "META_FORMAT", "METHODS", "PRECISIONS", "RANGES",
-           "Launch", "batch_line", "effective_batch_size", "launch_from_env",
-           "REPORT_TO", "TrainConfig", "TrainResult", "build_meta", "build_trainer", "check_lengths",
-           "check_out_dir", "check_training_knob", "completion_only_lm_head", "cpu_has_bf16",
-           "cpu_threads", "fastest_thread_count", "final_metrics", "fused_concatenated_forward",
-           "fused_head_trainer", "library_versions", "lora_config", "partial_dir", "preference_rows",
-           "progress_log_callback", "publish", "quiet_progress", "resolve_precision",
-           "sequence_lengths", "train", "trl_arguments"]
+__all__ = ["CURVES_PNG", "DEVICES", "LOG_HISTORY", "META_FORMAT", "METHODS", "PRECISIONS",
+           "RANGES", "REPORT_TO", "Launch", "TrainConfig", "TrainResult", "batch_line",
+           "build_meta", "build_trainer", "check_lengths", "check_out_dir", "check_training_knob",
+           "completion_only_lm_head", "cpu_has_bf16", "cpu_threads", "effective_batch_size",
+           "fastest_thread_count", "final_metrics", "fused_concatenated_forward",
+           "fused_head_trainer", "launch_from_env", "library_versions", "lora_config",
+           "partial_dir", "preference_rows", "progress_log_callback", "publish", "quiet_progress",
+           "resolve_precision", "sequence_lengths", "train", "trl_arguments"]
 
 
 def _check_report_to(report_to: str) -> None:
