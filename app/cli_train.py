@@ -22,7 +22,8 @@ def register(subparsers) -> None:
         "train", help="Align a model to preference pairs with DPO, IPO, ORPO or SimPO (a LoRA adapter).",
         description="Train a LoRA adapter on preference pairs with TRL and write it, with its metadata, "
                     "log and training curves, to --out. Example: declab train --method dpo --dataset "
-                    "stance --support-ratio 1 --data-size 50 --epochs 3 --out adapters/support")
+                    "stance --support-ratio 1 --data-size 50 --epochs 3 --out adapters/support. Several GPUs: "
+                    "accelerate launch --config_file configs/accelerate/multi_gpu_ddp.yaml -m app.cli train ...")
     p.add_argument("--out", required=True, help="Directory for the adapter; refused if it exists "
                    "(unless --overwrite). It appears only once training has finished.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing --out directory.")

@@ -32,13 +32,14 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from alignment.train import TrainConfig, train
-from decoding import DecodingConfig, generate_ids
+from decoding import DecodingConfig, fastpath, generate_ids
 from decoding.errors import DecodingLabError, check_range
 from decoding.models import LM, attach_adapter, from_model, load_model_4bit
 from decoding.toy import tiny_tokenizer
@@ -128,9 +129,28 @@ def first_difference(a: list[int], b: list[int]) -> int | None:
                 None if len(a) == len(b) else min(len(a), len(b)))
 
 
+def fast_path_row(model) -> Row:
+    """Whether our loop runs on the fast path (``decoding/fastpath.py``) for this model and
+    device, or its first-use self-check sent it back to transformers' forward (then the parity
+    above compares transformers with itself, and our speed is transformers')."""
+    reason = fastpath.unsupported_reason(model)
+    if reason is not None:
+        return Row("fast path", "info", f"not used: {reason}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fast = fastpath.fast_model(model)
+    if fast is None:
+        return Row("fast path", "info", "self-check differed from transformers' forward on this device: "
+                   "our loop runs through transformers' forward")
+    dropped = any("row-split" in str(w.message) for w in caught)
+    return Row("fast path", "info", "active (self-check bit-identical)" +
+               ("; row-split products dropped" if dropped else ""))
+
+
 def check_generation(lm: LM, tokens: int, repeats: int) -> list[Row]:
     ids = lm.encode(PROMPT, chat=False)
-    ours(lm, ids, 4), reference(lm, ids, 4)              # warm-up: kernels, fast-path self-check
+    path = fast_path_row(lm.model)
+    ours(lm, ids, 4), reference(lm, ids, 4)              # warm-up: kernels
     mine, theirs = ours(lm, ids, tokens)[0], reference(lm, ids, tokens)[0]
     diff = first_difference(mine, theirs)
     parity = Row("bf16 greedy parity vs generate()", "pass" if diff is None else "FAIL",
@@ -145,7 +165,7 @@ def check_generation(lm: LM, tokens: int, repeats: int) -> list[Row]:
     speed = Row("greedy tokens/s, batch 1", "info",
                 f"ours {mine_tps:.1f}, generate() {theirs_tps:.1f}, ratio {mine_tps / theirs_tps:.2f} "
                 f"(median of {repeats}, {tokens} tokens)")
-    return [parity, speed]
+    return [path, parity, speed]
 
 
 def preference_pairs(path: Path, count: int = 8) -> Path:

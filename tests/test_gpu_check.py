@@ -40,6 +40,7 @@ def test_tiny_run_on_cpu_prints_one_table_and_passes(capsys):
     out = capsys.readouterr().out
     rows = {line.split("  ")[0].strip(): line for line in out.splitlines()}
     assert "pass     12 tokens identical" in rows["bf16 greedy parity vs generate()"]
+    assert "active (self-check bit-identical)" in rows["fast path"]
     assert "skipped  needs a CUDA GPU" in rows["4-bit NF4 load + greedy"]
     first = rows["DPO first step (bf16)"]
     assert " pass " in first and abs(float(first.split("loss ")[1].split(",")[0]) - math.log(2)) < 0.05
