@@ -13,8 +13,8 @@ frozen base-model features (``alignment.stance_features``), validated where it i
   used to count them. κ, not accuracy, because most test answers are neutral: a judge that
   always says "neutral" is 54 % accurate there and has κ 0.
 - **Model:** multinomial logistic regression (standardised features, L2, L-BFGS in float64)
-  over P(support), P(oppose), P(neutral). A side is called only when its probability reaches
-  ``min_side_probability``; otherwise the answer is "neutral".
+  over P(support), P(oppose), P(neutral), classes balanced (``balance_classes``). The label is
+  the most probable class; ``min_side_probability`` can demand more before a side is called.
 
 The first version of this module was the ``answer`` features + references only + a binary
 model with a neutral band around P = 0.5. It stays expressible (``StanceConfig(features=
@@ -71,9 +71,13 @@ class StanceConfig:
     reference_weight: float = field(default=0.0, metadata={
         "help": "weight of each reference answer relative to a labelled generation, >= 0 (0: the "
                 "references are not used when labelled generations are; tuned on dev)"})
-    min_side_probability: float = field(default=0.5, metadata={
-        "help": "three-way: a side is called only at this probability or more, else neutral; "
-                "in [0, 1)"})
+    balance_classes: bool = field(default=True, metadata={
+        "help": "weight each class's training answers by n / (classes x n_class), so the rarer "
+                "sides count as much as the common neutral class (scikit-learn's "
+                "class_weight='balanced'; King & Zeng 2001); chosen on dev"})
+    min_side_probability: float = field(default=0.0, metadata={
+        "help": "three-way: a side is called only at this probability or more, else neutral "
+                "(0: the most probable class); in [0, 1)"})
     band: float = field(default=0.15, metadata={
         "help": "two-way only: P(support) within this of 0.5 is neutral, in [0, 0.5)"})
     min_kappa: float = field(default=0.3, metadata={
@@ -332,10 +336,21 @@ def training_rows(config: StanceConfig) -> tuple[list[LabelledAnswer], list[Labe
 
 def row_weights(rows: Sequence[LabelledAnswer], config: StanceConfig) -> np.ndarray:
     """Each training answer's weight: ``reference_weight`` for the references beside labelled
-    generations; with references only, every one weighs 1."""
+    generations (with references only, every one weighs 1), times its class's balancing weight
+    with ``balance_classes``."""
     if all(r.split == "reference" for r in rows):
-        return np.ones(len(rows))
-    return np.array([config.reference_weight if r.split == "reference" else 1.0 for r in rows])
+        weights = np.ones(len(rows))
+    else:
+        weights = np.array([config.reference_weight if r.split == "reference" else 1.0 for r in rows])
+    return weights * class_weights([r.label for r in rows], weights, config) if config.balance_classes else weights
+
+
+def class_weights(labels: Sequence[str], weights: np.ndarray, config: StanceConfig) -> np.ndarray:
+    """Per-row factor total / (classes · class total) over the weighted rows of the judge's
+    classes (rows of other labels get 1; a class without weight gets 1)."""
+    totals = {c: float(sum(w for lab, w in zip(labels, weights) if lab == c)) for c in config.classes}
+    total, present = sum(totals.values()), [c for c in config.classes if totals[c] > 0]
+    return np.array([total / (len(present) * totals[lab]) if totals.get(lab, 0) > 0 else 1.0 for lab in labels])
 
 
 def judge_layers(lm: LM, config: StanceConfig) -> tuple[int, ...]:

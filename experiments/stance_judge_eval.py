@@ -28,11 +28,11 @@ STUDY = "stance-judge"
 # Every row pins its settings, so the table does not move when the shipped defaults do. The
 # baseline is the first classifier exactly: layer 20 of the answer alone, references only,
 # L2 1, two-way with a neutral band of 0.15.
-FIXED = dict(layers="0.67", l2=30.0, reference_weight=0.5, min_side_probability=0.5)
+FIXED = dict(layers="0.67", l2=30.0, reference_weight=0.5, min_side_probability=0.5, balance_classes=False)
 DEPTHS = "0.33+0.67+1.0"
 VARIANTS = {
     "baseline: answer, refs, 2-way": StanceConfig(features="answer", three_way=False, layers="0.67", l2=1.0,
-                                                  reference_weight=1.0),
+                                                  reference_weight=1.0, balance_classes=False),
     "answer, 3-way": StanceConfig(features="answer", **FIXED),
     "context, 3-way": StanceConfig(features="context", **FIXED),
     "context at 3 depths, 3-way": StanceConfig(features="context", **{**FIXED, "layers": DEPTHS}),
@@ -75,26 +75,38 @@ def variant_probabilities(lm: LM, config: StanceConfig, baseline: bool, data=Non
             "test_p": model.probabilities(xt)}
 
 
-TUNING = {"l2": (3.0, 10.0, 30.0, 100.0, 300.0), "reference_weight": (0.0, 0.5, 1.0),
-          "min_side_probability": (0.4, 0.5, 0.6)}
+TUNING = {"l2": (3.0, 10.0, 30.0, 100.0, 300.0, 1000.0), "reference_weight": (0.0, 0.5, 1.0),
+          "balance_classes": (False, True), "min_side_probability": (0.0, 0.4, 0.5, 0.6)}
+# The issue's goal, as the tuning criterion: support and oppose recall >= 0.8 with fewer than
+# 20 % of neutral answers called a side with confidence.
+MAX_CONFIDENT_NEUTRAL_TO_SIDE = 0.2
+
+
+def goal_score(a: dict) -> tuple:
+    """Order of judges by the goal: first whether confident neutral -> side stays within
+    ``MAX_CONFIDENT_NEUTRAL_TO_SIDE``, then the smaller of the two side recalls, then macro-F1."""
+    sure = a.get("neutral_called_side_confident") or 0.0
+    sides = [a["recall"].get(c) or 0.0 for c in ("support", "oppose")]
+    return (sure <= MAX_CONFIDENT_NEUTRAL_TO_SIDE, min(sides), a["macro_f1"])
 
 
 def tuned(lm: LM, config: StanceConfig) -> tuple[StanceConfig, dict]:
-    """The configuration with the best dev macro-F1 (grouped cross-validation) over ``TUNING``,
-    the test split untouched, and its probabilities."""
+    """The configuration with the best dev ``goal_score`` (grouped cross-validation) over
+    ``TUNING``, the test split untouched, and its probabilities."""
     data = prepared(lm, config)
     train = data[0]
     dev = [i for i, r in enumerate(train) if r.split == "dev"]
-    best, best_f1 = config, -1.0
+    best, best_score = config, None
     for l2 in TUNING["l2"]:
         for rw in TUNING["reference_weight"]:
-            c = replace(config, l2=l2, reference_weight=rw)
-            oof = out_of_fold(data[2], train, c, list(range(len(train))), row_weights(train, c))[dev]
-            for msp in TUNING["min_side_probability"]:
-                c2 = replace(c, min_side_probability=msp)
-                f1 = score([train[i] for i in dev], oof, c2)["macro_f1"]
-                if f1 > best_f1:
-                    best, best_f1 = c2, f1
+            for balance in TUNING["balance_classes"]:
+                c = replace(config, l2=l2, reference_weight=rw, balance_classes=balance)
+                oof = out_of_fold(data[2], train, c, list(range(len(train))), row_weights(train, c))[dev]
+                for msp in TUNING["min_side_probability"]:
+                    c2 = replace(c, min_side_probability=msp)
+                    found = goal_score(validate([train[i] for i in dev], oof, c2))
+                    if best_score is None or found > best_score:
+                        best, best_score = c2, found
     return best, variant_probabilities(lm, best, False, data)
 
 
@@ -136,7 +148,7 @@ def sweep(lm: LM, variants: dict[str, StanceConfig] | None = None) -> dict[str, 
     for kinds, layers in TUNED:
         config, found = tuned(lm, StanceConfig(features=kinds, layers=layers))
         name = f"{kinds} at {layers}, tuned on dev (l2 {config.l2:g}, ref. weight {config.reference_weight:g}, " \
-               f"min side p {config.min_side_probability:g})"
+               f"{'balanced' if config.balance_classes else 'unbalanced'}, min side p {config.min_side_probability:g})"
         out[name] = {"config": config.__dict__, "dev": score(found["dev_rows"], found["dev_p"], config),
                      "test": score(found["test_rows"], found["test_p"], config)}
         print(format_agreement(name + " [test]", out[name]["test"]), flush=True)

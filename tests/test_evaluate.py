@@ -110,6 +110,20 @@ def test_softmax_regression_separates_three_clusters():
     assert p.shape == (60, 3) and np.allclose(p.sum(1), 1) and (p.argmax(1) == y).mean() >= 0.95
 
 
+def test_balanced_class_weights_give_every_class_the_same_total_weight():
+    config = stance.StanceConfig()
+    labels = ["support"] * 6 + ["oppose"] * 2 + ["neutral"] * 4
+    w = stance.class_weights(labels, np.ones(len(labels)), config)
+    totals = {c: sum(x for lab, x in zip(labels, w) if lab == c) for c in stance.LABELS}
+    assert np.allclose(list(totals.values()), len(labels) / 3)
+    # zero-weighted rows (references at reference_weight 0) do not count towards their class
+    w0 = stance.class_weights(labels + ["oppose"] * 10, np.array([1.0] * 12 + [0.0] * 10), config)
+    assert np.allclose(w0[:12], w)
+    rows = [stance.LabelledAnswer(uid=str(i), prompt_id="p", prompt="q", answer="a", label=lab, split="dev") for i, lab in enumerate(labels)]
+    assert np.allclose(stance.row_weights(rows, config), w)
+    assert np.allclose(stance.row_weights(rows, stance.StanceConfig(balance_classes=False)), 1.0)
+
+
 def test_decide_calls_a_side_only_with_enough_probability():
     config = stance.StanceConfig(min_side_probability=0.6)
     p = np.array([[0.7, 0.2, 0.1], [0.5, 0.1, 0.4], [0.1, 0.3, 0.6], [0.2, 0.65, 0.15]])
@@ -233,13 +247,13 @@ def test_cli_bad_input_exits_2(capsys, tmp_path):
 @pytest.mark.embedded
 def test_embedded_stance_judge_agrees_with_readers_on_generated_answers(embedded):
     """The shipped judge on the labelled test split of generated answers (prompts it never saw).
-    Measured (README): accuracy 0.62, kappa 0.37, support / oppose recall 0.59 / 0.53, 15 % of
-    neutral answers called a side with P >= 0.75; the first classifier had kappa 0.20 and called
-    90 % of neutral answers a side. The issue's recall goal (0.8) is not met; this pins what is."""
+    Measured (README): accuracy 0.61, kappa 0.39, support / oppose recall 0.70 / 0.59, 17 % of
+    neutral answers called a side with P >= 0.75; the first classifier had kappa 0.16 and called
+    96 % of neutral answers a side. The issue's recall goal (0.8) is not met; this pins what is."""
     judge = stance.fit_stance_judge(embedded)
     v = judge.validation
     assert v["n"] == 132 and v["kappa"] >= 0.3 and v["accuracy"] >= 0.55
-    assert v["recall"]["support"] >= 0.5 and v["recall"]["oppose"] >= 0.45
+    assert v["recall"]["support"] >= 0.65 and v["recall"]["oppose"] >= 0.55
     assert v["neutral_called_side_confident"] < 0.2 and v["neutral_called_side"] < 0.5
     test = stance.load_stance_records("stance-test")
     sup = judge.judge([r.prompt for r in test], [r.support for r in test])
