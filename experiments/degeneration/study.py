@@ -30,7 +30,7 @@ from decoding.diagnostics import (
 from decoding.diagnostics.summary import main_text_loop
 from decoding.batch import MIXABLE
 from decoding.config import knob
-from decoding.engines import check_engine_name, decode_vllm, sampling_params
+from decoding.engines import VllmSettings, check_engine_name, decode_vllm, sampling_params
 from decoding.errors import DecodingLabError, check_range
 from decoding.io import write_json_atomic
 from decoding.models import LM
@@ -130,7 +130,8 @@ def generate_plan_vllm(lm: LM, plan: list["Batch"]) -> tuple[list[list[SequenceR
             ids.append(lm.encode(text, chat=batch.chat))
             configs.append(item_config(strategy, prompt.id))
     t0 = time.perf_counter()
-    sequences = [seqs[0] for seqs in decode_vllm(lm, ids, configs)]
+    # logprobs=0: the drawn token's raw log-probability, for the study's perplexity
+    sequences = [seqs[0] for seqs in decode_vllm(lm, ids, configs, settings=VllmSettings(logprobs=0))]
     elapsed = time.perf_counter() - t0
     out, start = [], 0
     for batch in plan:
