@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from decoding import DecodingConfig, generate_mixed, load_model
@@ -36,6 +37,10 @@ PROMPTS: list[tuple[str, list[str]]] = [
                     "encyclopedic-09", "encyclopedic-15",
                     "chat-02", "chat-06", "chat-08", "chat-15", "chat-21"]),
     ("template_loop", ["largest-planet", "antonym", "plural", "gold-symbol", "summary"]),
+    # Added later, dev split only (their ids hash to dev): prompts whose answers are lists and
+    # header blocks, the kinds the first test run missed (see the set's README).
+    ("open_ended", ["chat-10", "chat-16"]),
+    ("template_loop", ["boiling-point"]),
 ]
 
 
@@ -55,10 +60,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="Where to write the unlabelled texts (JSONL).")
     parser.add_argument("--max-new-tokens", type=int, default=160,
                         help="Tokens per text (default 160).")
+    parser.add_argument("--only", default="",
+                        help="Comma-separated prompt ids to generate (default: all of PROMPTS).")
     args = parser.parse_args(argv)
+    only = {i for i in args.only.split(",") if i}
+    known = {i for _, ids in PROMPTS for i in ids}
+    if only - known:
+        print(f"--only {args.only!r}: unknown prompt ids {sorted(only - known)}; allowed: "
+              f"{', '.join(sorted(known))}", file=sys.stderr)
+        return 2
     lm = load_model()
     lines = []
     for set_name, ids in PROMPTS:
+        ids = [i for i in ids if not only or i in only]
+        if not ids:
+            continue
         for prompt in load_prompt_set(set_name).subset(ids=ids).prompts:
             labelled = requests_for(prompt, args.max_new_tokens)
             gens = generate_mixed(lm, [(prompt.text, c) for _, c in labelled], chat=prompt.chat)

@@ -190,4 +190,31 @@ MODEL_LABELS: dict[str, object] = {
                                  "close: '### Output: The village library ...' with new "
                                  "praise each time"),
     "summary|greedy + no-repeat 3-gram": None,
+    # Added later (dev split): list and header prompts, the kinds the first test run missed.
+    # chat-10: a coffee shop name
+    "chat-10|greedy": None,   # "a bold, bold personality": emphasis
+    "chat-10|beam-4": ("template", '2. "Mermen', False,
+                       "items 2-9 the same name under new numbers; item 1 is another name"),
+    "chat-10|top-p 0.9": None,
+    "chat-10|greedy + rep. penalty 1.2": None,
+    "chat-10|greedy + DRY 0.8": None,
+    "chat-10|greedy + no-repeat 3-gram": None,
+    # chat-16: benefits of walking
+    "chat-16|greedy": None,   # close: "It's also a great way to ..." comes back, but no cycle
+    "chat-16|beam-4": None,
+    "chat-16|top-p 0.9": None,   # list items framed "**X**: ...", each new
+    "chat-16|greedy + rep. penalty 1.2": None,
+    "chat-16|greedy + DRY 0.8": None,
+    "chat-16|greedy + no-repeat 3-gram": None,
+    # boiling-point: raw Alpaca prompt, end-of-sequence suppressed
+    "boiling-point|greedy": ("near", "### Explanation:", False,
+                             "Explanation blocks restate one sentence, then it comes verbatim"),
+    "boiling-point|beam-4": ("exact", "### Explanation:", False, ""),
+    "boiling-point|top-p 0.9": None,
+    "boiling-point|greedy + rep. penalty 1.2": None,
+    "boiling-point|greedy + DRY 0.8": ("template", "### Explanation:", False,
+                                       "close: two Explanation blocks restate the answer in new "
+                                       "words (under half shared), a third header starts"),
+    "boiling-point|greedy + no-repeat 3-gram": ("template", "A:\nB:", False,
+                                                "empty options A: to Y:, one per line"),
 }
