@@ -81,9 +81,13 @@ def _refuse(name: str, value: Any, why: str, allowed: str) -> ConfigError:
 def check_strategy(c: DecodingConfig) -> None:
     if c.strategy in VLLM_STRATEGIES:
         return
-    why = {"beam": "vLLM's LLM.beam_search takes no penalties, stop strings, early_stopping rule "
-                   "or diverse groups, and scores and stops hypotheses its own way, so it would "
-                   "not be our beam search",
+    # vllm/entrypoints/generate/beam_search/offline.py (0.32): every end-of-sequence candidate
+    # among a beam's top 2 x width finishes (transformers' BeamSearchScorer: only those ranked
+    # within the width), running beams are ranked by length-penalised score, and it takes no
+    # penalties, stop strings, early_stopping rule or groups: not our (transformers') beam search.
+    why = {"beam": "vLLM's LLM.beam_search finishes hypotheses and ranks beams by other rules "
+                   "than transformers' (and ours) and takes no penalties, stop strings or "
+                   "early_stopping",
            "contrastive": "contrastive search re-scores candidates by hidden-state similarity, "
                           "which SamplingParams cannot express",
            "mirostat": "vLLM has no mirostat sampler"}.get(c.strategy, "no vLLM equivalent")
