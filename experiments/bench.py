@@ -27,6 +27,10 @@ Sections:
    loaded in float32 and in bfloat16, and their token agreement over the degeneration study's
    greedy rows; ``--skip-dtype`` leaves it out.
 
+8. two distributions per step (``experiments.bench_guide``): the adapter's and the base's logits
+   as two forwards (what ``decoding.guide.GuideStream`` does) against one batch with PEFT's
+   per-row adapter switch.
+
 OpenMP: unless ``OMP_WAIT_POLICY`` is already set, the bench picks it before torch loads, from the
 load average. On a quiet machine libgomp's default (spin-waiting workers) is kept: it is what a
 user's process runs with. When other processes keep the 2 cores busy (1-minute load above half
@@ -339,6 +343,11 @@ def main(argv: list[str] | None = None) -> int:
 
         print("\nDecoding in bfloat16 vs float32: speed, and agreement over the degeneration study's greedy rows")
         dtype = run_dtype_bench(lm, load_model(dtype="bfloat16", device=lm.device), args.tokens, args.repeats)
+    from .bench_guide import format_guide_bench, run_guide_bench
+
+    print("\nTwo distributions per step (adapter + base): two forwards vs one mixed-adapter batch")
+    guide = run_guide_bench(lm, args.tokens, args.repeats)
+    print(format_guide_bench(guide))
     elapsed = time.perf_counter() - started
     report = {
         "created": datetime.now(timezone.utc).isoformat(),
@@ -347,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         "fast_path": reason is None, "elapsed_s": elapsed,
         "generation": [r.to_dict() for r in results],
         "bandwidth_bound": bandwidth, "batched": batched, "mixed": mixed, "training": training,
-        "loops": loops, "decoding_dtype": dtype,
+        "loops": loops, "decoding_dtype": dtype, "guide": guide,
     }
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = write_json_atomic(Path(args.out) / f"bench-{stamp}.json", report)

@@ -10,6 +10,7 @@ import torch
 from decoding.models import from_model
 from decoding.prompts import Prompt
 from experiments.bench_dtype import first_difference, run_dtype_bench, token_agreement
+from experiments.bench_guide import format_guide_bench, run_guide_bench
 from tests.tiny import tiny_lm, tiny_model, tiny_tokenizer
 
 
@@ -39,6 +40,18 @@ def test_dtype_entry_runs_on_the_tiny_model(capsys):
     assert "bf16" in capsys.readouterr().out
     same = run_dtype_bench(lm, lm, tokens=4, repeats=1, prompts=prompts, max_new_tokens=8)
     assert same["identical"] == 1.0 and same["agreed_prefix"] == 1.0   # a model agrees with itself
+
+
+def test_guide_entry_mixed_batch_matches_two_forwards_on_the_tiny_model():
+    """PEFT's per-row adapter switch gives the adapter row the adapter's logits and the other
+    row the base's, as two separate forwards do (up to batch rounding)."""
+    lm = tiny_lm()
+    report = run_guide_bench(lm, steps=4, repeats=1)
+    assert report["same_greedy_tokens"] and report["max_logit_difference"] < 1e-4
+    assert report["adapter_effect"] > 100 * max(report["max_logit_difference"], 1e-6)
+    assert report["two_forwards_ms"] > 0 and report["mixed_batch_ms"] > 0
+    assert "mixed-adapter batch" in format_guide_bench(report)
+    assert not hasattr(lm.model, "peft_config")      # the LoRA was taken off again
 
 
 @pytest.mark.parametrize("bf16_cpu", [True, False])
