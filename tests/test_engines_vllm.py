@@ -179,3 +179,21 @@ def test_degeneration_study_on_vllm(embedded, tmp_path):
             assert r["sum_logprob"] == pytest.approx(alone.sequences[0].sum_logprob,
                                                      abs=LOGPROB_TOL * len(alone.token_ids))
         assert 0 < len(r["token_ids"]) <= 12
+
+
+def test_evaluate_answers_on_vllm_match_our_loop(embedded, lora):
+    """``declab evaluate --engine vllm``'s generation step: the base and an adapter (a
+    LoRARequest, served apart from the base's requests) answer greedily in one engine run,
+    token for token as our loop answers with the adapter merged (``load_subject``)."""
+    from alignment.evaluate import Subject, generate_answers, vllm_answers
+    from decoding.specs import parse_specs
+
+    items = [("q1", "Should homework be banned?"), ("q2", "Is remote work better than office work?")]
+    specs = parse_specs("greedy", DecodingConfig(max_new_tokens=16))
+    subjects = [Subject("base", None), Subject("random-lora", lora[0])]
+    answers = vllm_answers(embedded, subjects, items, specs, samples=1, chat=True)
+    ours_base = generate_answers(embedded, "base", items, specs, 1, chat=True)
+    ours_lora = generate_answers(lora[1], "random-lora", items, specs, 1, chat=True)
+    assert [s.token_ids for s in answers["base"]] == [r.token_ids for r in ours_base]
+    assert [s.token_ids for s in answers["random-lora"]] == [r.token_ids for r in ours_lora]
+    assert [r.token_ids for r in ours_base] != [r.token_ids for r in ours_lora]
