@@ -107,6 +107,13 @@ class LoopRule:
                                     "covers this share of the longer block. (0, 1]."})
     max_slots: int = field(default=3, metadata={"help": "Most slot positions per cycle of a "
                            "template loop. >= 1."})
+    max_header_words: int = field(default=6, metadata={"help": "Words (not punctuation) a unit "
+                                  "ending in ':' may have and still be a header ('### Output:', "
+                                  "'2. **Salt Cup**:'); in the unit pass headers match each other. "
+                                  ">= 1."})
+    min_cycles_bare_headers: int = field(default=8, metadata={"help": "Header units in a row, "
+                                         "with nothing between them, that make a loop ('A: B: C: "
+                                         "...' running on; a blank form has fewer). >= 2."})
     max_trailing_words: int = field(default=2, metadata={"help": "Words after a loop that still "
                                     "count as its end (not a loop that stopped). >= 0."})
 
@@ -189,6 +196,15 @@ def text_pieces(text: str) -> list[str]:
         lead = len(text) - len(text.lstrip())
         pieces[0] = text[:lead] + pieces[0]
     return pieces
+
+
+_TRAILING_PUNCT = re.compile(r"(?<=\w)[.,;:!?]+$")
+
+
+def _loose(piece: str) -> str:
+    """A token's text as the token pass compares it: without surrounding whitespace and without
+    punctuation that ends a word ("Hotel." -> "Hotel"; a lone "." stays)."""
+    return _TRAILING_PUNCT.sub("", piece.strip())
 
 
 def _offsets(pieces: Sequence[str]) -> np.ndarray:
@@ -352,6 +368,27 @@ def _classify(cycles: list[list], rule: LoopRule) -> tuple[str, str | None, list
     return "near", None, None
 
 
+_HEADER_MATCH = 3        # two header units at the same place in their cycles
+
+
+def _count_words(words: Sequence[str]) -> int:
+    return sum(bool(_HAS_WORD.search(w)) for w in words)
+
+
+def _headers_alone(run: Sequence[int], lag: int, cycles: int, rule: LoopRule) -> bool:
+    """Whether a run of unit matches at ``lag`` leans on headers alone somewhere: headers match
+    each other whatever their words ("### Output:" / "### Note:", "1. **Salt Cup**:" / "2.
+    **Harbour Brew**:"), so every ``lag`` consecutive matches (a cycle's worth) need one unit
+    that matches by its words. A run of bare headers one after the other ("A: B: C: ...") counts
+    from ``min_cycles_bare_headers`` cycles (a blank form has a few fields)."""
+    if lag == 1 and all(v == _HEADER_MATCH for v in run):
+        return cycles < rule.min_cycles_bare_headers
+    for k in range(len(run) - lag + 1):
+        if all(v == _HEADER_MATCH for v in run[k:k + lag]):
+            return True
+    return False
+
+
 def _unit_pass(text: str, offsets: np.ndarray, rule: LoopRule) -> list[_Candidate]:
     units = text_units(text)
     words = [_WORD.findall(text[lo:hi]) for lo, hi in units]
@@ -362,10 +399,14 @@ def _unit_pass(text: str, offsets: np.ndarray, rule: LoopRule) -> list[_Candidat
         """The token whose text holds character ``char``."""
         return max(0, int(np.searchsorted(starts, char, side="right")) - 1)
 
+    header = [text[hi - 1] == ":" and _count_words(ws) <= rule.max_header_words
+              for (lo, hi), ws in zip(units, words)]
     found = []
     m = len(units)
     for lag in range(1, min(rule.max_unit_lag, m // 2) + 1):
-        match = [_units_match(words[i], words[i + lag], rule) for i in range(m - lag)]
+        match = [_units_match(words[i], words[i + lag], rule)
+                 or (_HEADER_MATCH if header[i] and header[i + lag] else 0)
+                 for i in range(m - lag)]
         i = 0
         while i < len(match):
             if not match[i]:
@@ -376,7 +417,7 @@ def _unit_pass(text: str, offsets: np.ndarray, rule: LoopRule) -> list[_Candidat
                 j += 1
             n_units = (j - i) + lag          # units i .. j + lag - 1
             cycles = n_units // lag
-            if cycles >= 2:
+            if cycles >= 2 and not _headers_alone(match[i:j], lag, cycles, rule):
                 groups = [sum(words[i + c * lag:i + (c + 1) * lag], []) for c in range(cycles)]
                 kind, frame, slots = _classify(groups, rule)
                 if kind:
@@ -556,16 +597,20 @@ def find_loops(tokens: object, pieces: Sequence[str] | None = None,
     n = len(tokens)
     if n < 2:
         return []
-    candidates = _token_pass(dense_ids(tokens), rule)
+    # With texts, tokens are compared by their text less trailing punctuation ("Hotel." and
+    # "Hotel" are the same word in a reader's eyes: a name written three times is a loop whether
+    # or not the sentence ends after the third).
+    keys = [_loose(p) for p in pieces] if pieces is not None else tokens
+    candidates = _token_pass(dense_ids(keys), rule)
     if text is not None:
         starts = np.array([lo for lo, _ in text_units(text)], dtype=np.int64)
         candidates = [_start_at_unit(c, offsets, starts) for c in candidates]
         candidates += _unit_pass(text, offsets, rule)
     findings = [f for c in candidates if (f := _finish(c, text, offsets, n, rule)) is not None]
-    # Longest first (characters covered; ties: exact, then the shorter period); keep a finding
+    # Longest first (characters covered; ties: the shorter period, then exact); keep a finding
     # only where it does not overlap one already kept.
     order = {kind: i for i, kind in enumerate(KINDS)}
-    findings.sort(key=lambda f: (-(f.char_span[1] - f.char_span[0]), order[f.kind], f.period))
+    findings.sort(key=lambda f: (-(f.char_span[1] - f.char_span[0]), f.period, order[f.kind]))
     kept: list[LoopFinding] = []
     for f in findings:
         if all(f.char_span[1] <= k.char_span[0] or f.char_span[0] >= k.char_span[1] for k in kept):
