@@ -60,6 +60,7 @@ each unit with the ``max_unit_lag`` units after it, each comparison bounded by
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from numbers import Integral, Real
@@ -102,9 +103,9 @@ class LoopRule:
                                  "min_cycles_short_frame cycles. >= 1."})
     min_cycles_short_frame: int = field(default=5, metadata={"help": "Cycles that make a loop of "
                                         "a shorter frame ('### D-One: ### D-Two: ...'). >= 2."})
-    block_similarity: float = field(default=0.5, metadata={"help": "Header blocks ('### "
-                                    "Explanation: ...') loop when their common subsequence "
-                                    "covers this share of the longer block. (0, 1]."})
+    block_similarity: float = field(default=0.4, metadata={"help": "Header blocks ('### "
+                                    "Explanation: ...') loop when they share this share of the "
+                                    "longer block's words, in any order. (0, 1]."})
     max_slots: int = field(default=3, metadata={"help": "Most slot positions per cycle of a "
                            "template loop. >= 1."})
     max_header_words: int = field(default=6, metadata={"help": "Words (not punctuation) a unit "
@@ -438,6 +439,18 @@ def _unit_pass(text: str, offsets: np.ndarray, rule: LoopRule) -> list[_Candidat
     return found + _block_pass(text, units, words, rule, token_at, n_tokens)
 
 
+def _shared_words(x: Sequence[str], y: Sequence[str]) -> float:
+    """Share of the longer block's words (``\\w`` tokens, case ignored, punctuation left out)
+    that the other block holds too, counted with multiplicity and in any order: a block that
+    restates the one before in other words ("Water boils at 100 degrees at sea level because the
+    pressure is one atmosphere" / "At sea level the pressure is one atmosphere, so water boils
+    at 100 degrees") shares most of them, where a common subsequence keeps only one order."""
+    a = Counter(w.lower() for w in x if _HAS_WORD.search(w))
+    b = Counter(w.lower() for w in y if _HAS_WORD.search(w))
+    longest = max(sum(a.values()), sum(b.values()))
+    return sum((a & b).values()) / longest if longest else 0.0
+
+
 def _block_pass(text: str, units: list[tuple[int, int]], words: list[list], rule: LoopRule,
                 token_at, n_tokens: int) -> list[_Candidate]:
     """Header blocks refilled each round (seed 002's "### Explanation: ... ### Explanation:
@@ -457,9 +470,7 @@ def _block_pass(text: str, units: list[tuple[int, int]], words: list[list], rule
         return sum(words[a:b], [])
 
     def alike(x: list, y: list) -> bool:
-        longest = max(len(x), len(y))
-        return (0 < longest <= 4 * rule.max_unit_words
-                and len(lcs(x, y)) >= rule.block_similarity * longest)
+        return _shared_words(x, y) >= rule.block_similarity
 
     for header, where in positions.items():
         k = 0
