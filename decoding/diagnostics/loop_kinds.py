@@ -436,7 +436,8 @@ def _unit_pass(text: str, offsets: np.ndarray, rule: LoopRule) -> list[_Candidat
                                             min(n_tokens, token_at(end_char - 1) + 1),
                                             frame, slots))
             i = j
-    return found + _block_pass(text, units, words, rule, token_at, n_tokens)
+    return (found + _block_pass(text, units, words, rule, token_at, n_tokens)
+            + _clause_pass(text, units, token_at, n_tokens))
 
 
 def _shared_words(x: Sequence[str], y: Sequence[str]) -> float:
@@ -505,6 +506,44 @@ def _block_pass(text: str, units: list[tuple[int, int]], words: list[list], rule
                                     min(n_tokens, token_at(units[-1][1] - 1) + 1)
                                     if tail == m else cycle_ends[-1],
                                     " ".join(header) + " …", slots))
+    return found
+
+
+_CLAUSE_SEP = re.compile(r",\s+(?:(?:and|or)\s+)?|\s+(?:and|or)\s+")
+
+
+def _clause_pass(text: str, units: list[tuple[int, int]], token_at, n_tokens: int
+                 ) -> list[_Candidate]:
+    """A phrase written again and again inside one sentence, joined by commas or "and" ("thanked
+    Greta Lindqvist, Greta Lindqvist and Greta Lindqvist for"): the separators change, so the
+    tokens are not periodic. Each unit is cut into clauses at ", ", " and ", " or "; a run of
+    clauses with the same words (two words at least: "very, very" is emphasis), with the clause
+    before it ending in those words and the clause after it starting with them, is an exact loop
+    of one cycle per copy. ``_finish`` applies the usual cycle counts (three in mid-text)."""
+    found = []
+    for lo, hi in units:
+        seps = list(_CLAUSE_SEP.finditer(text, lo, hi))
+        spans = list(zip([lo] + [m.end() for m in seps], [m.start() for m in seps] + [hi]))
+        words = [[m for m in _WORD.finditer(text, a, b)] for a, b in spans]
+        plain = [[m.group(0) for m in ws] for ws in words]
+        k = 1
+        while k < len(spans):
+            phrase = plain[k]
+            j = k
+            while j < len(spans) and plain[j] == phrase:
+                j += 1
+            before, after = plain[k - 1], plain[j] if j < len(spans) else []
+            n = len(phrase)
+            if _count_words(phrase) >= 2 and len(before) >= n and before[-n:] == phrase:
+                starts = [words[k - 1][-n].start()] + [spans[c][0] for c in range(k, j)]
+                last_end = spans[j - 1][1]
+                if len(after) >= n and after[:n] == phrase:
+                    starts.append(spans[j][0])
+                    last_end = words[j][n - 1].end()
+                ends = starts[1:] + [last_end]
+                cycle_ends = [min(n_tokens, token_at(e - 1) + 1) for e in ends]
+                found.append(_Candidate("exact", token_at(starts[0]), cycle_ends, cycle_ends[-1]))
+            k = max(j, k + 1)
     return found
 
 
