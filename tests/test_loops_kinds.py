@@ -273,3 +273,105 @@ def test_both_detectors_score_on_the_shipped_test_split():
     assert new["overall"]["positives"] == old["overall"]["positives"] > 0
     # on the shipped set, the detector with kinds finds at least the loops the tail rule finds
     assert new["overall"]["recall"] >= old["overall"]["recall"]
+
+
+# ---------------------------------------------------------------------- issue 16, second round:
+# the kinds the first test run missed, and the hard negatives that look like them
+
+
+def test_a_name_three_times_with_the_sentence_ending_after_the_third():
+    text = ("We stayed at the Harbour View Hotel Harbour View Hotel Harbour View Hotel. The rooms "
+            "were small but clean.")
+    loop = only(text)          # "Hotel." and "Hotel" are one word to the token pass
+    assert loop.kind == "exact" and loop.cycles == 3 and loop.ends_early
+    assert loop.char_onset == text.index("Harbour")
+    model = only([hash(p) for p in subword_pieces(text)], subword_pieces(text))
+    assert model.cycles == 3 and model.char_onset == loop.char_onset
+
+
+def test_a_name_three_times_joined_by_commas_and_and():
+    text = ("The mayor thanked Greta Lindqvist, Greta Lindqvist and Greta Lindqvist for the "
+            "years of work that went into the new park.")
+    loop = only(text)
+    assert loop.kind == "exact" and loop.cycles == 3 and loop.ends_early
+    assert loop.char_onset == text.index("Greta")
+    assert text[loop.char_span[0]:loop.char_span[1]].strip() == (
+        "Greta Lindqvist, Greta Lindqvist and Greta Lindqvist")
+    pieces = subword_pieces(text)
+    assert only([hash(p) for p in pieces], pieces).char_onset == loop.char_onset
+
+
+@pytest.mark.parametrize("text", [
+    "She sang New York, New York at the show, and the prize was a ticket to the city.",
+    "We thanked Greta Lindqvist and Greta Lindqvist for the park, then went home.",
+    "It was a very, very, very long day, and by the end of it we were too tired to cook.",
+    "The team from Bora Bora beat the team from Pago Pago, and the fans of Bora Bora sang.",
+])
+def test_names_and_emphasis_that_are_not_loops(text):
+    assert find_loops(text) == []     # two copies mid-text, or one word thrice
+
+
+COPIED_ITEMS = ("Names for a cafe by the sea:\n\n1. **Tide and Bean**: A warm name that joins "
+                "the sound of the waves and the smell of fresh coffee.\n2. **Salt Cup**: A warm "
+                "name that joins the sound of the waves and the smell of fresh coffee.\n3. "
+                "**Harbour Brew**: A warm name that joins the sound of the waves and the smell "
+                "of fresh coffee.\n4. **Driftwood**: A warm name")
+
+
+def test_list_items_that_copy_one_description_under_new_titles():
+    loop = only(COPIED_ITEMS)
+    assert loop.kind == "template" and loop.cycles == 3 and not loop.ends_early
+    assert loop.char_onset == COPIED_ITEMS.index("1. **Tide")
+    assert "A warm name that joins the sound of the waves" in loop.frame
+    assert [row[-1] for row in loop.slots] == ["Tide and Bean", "Salt Cup", "Harbour Brew"]
+    assert find_loops(COPIED_ITEMS, rule=LoopRule(max_header_words=1)) == []
+
+
+def test_list_items_with_their_own_descriptions_are_not_a_loop():
+    text = ("Names for a cafe by the sea:\n\n1. **Tide and Bean**: it joins the sea and the "
+            "coffee in one phrase.\n2. **Salt Cup**: short, easy to say, and it fits on a "
+            "small sign.\n3. **Harbour Brew**: it tells people where you are before they walk "
+            "in.\n4. **Driftwood**: warm, and it suits a wooden counter.\n")
+    assert find_loops(text) == []
+
+
+def test_paragraphs_that_come_back_under_changing_headers():
+    a, b = "The pool reopens on Monday.", "The summary keeps the main fact and drops the rest."
+    text = (f"Summarize the notice.\n\n### Output:\n{a}\n\n### Explanation:\n{b}\n\n### Response:"
+            f"\n{a}\n\n### Note:\n{b}\n\n### Answer:\n{a}\n\n### Reason:\n{b}\n\n### Output:\nThe")
+    loop = only(text)
+    assert loop.char_onset == text.index("### Output:") and loop.cycles == 3
+    assert not loop.ends_early
+
+
+def test_the_same_headers_over_new_content_are_not_a_loop():
+    recipes = ("Two soups.\n\n### Ingredients:\n2 carrots, 1 onion, a litre of stock.\n\n### "
+               "Method:\nChop everything, simmer for twenty minutes and blend.\n\n### "
+               "Ingredients:\n3 tomatoes, a clove of garlic, a handful of basil.\n\n### Method:\n"
+               "Roast the tomatoes with the garlic, then blend with the basil and a little "
+               "water.\n")
+    assert find_loops(recipes) == []
+
+
+def test_bare_headers_in_a_row_loop_from_eight_but_a_form_does_not():
+    letters = "The answer is B.\n" + "".join(f"{c}:\n" for c in "ABCDEFGHIJKLMNOPQRST") + "U"
+    loop = only(letters)        # a bare marker joins the next unit: "A:\nB:", "C:\nD:", ...
+    assert loop.kind == "template" and loop.char_onset == letters.index("A:")
+    assert loop.cycles == 10
+    assert find_loops(letters, rule=LoopRule(min_cycles_bare_headers=11)) == []
+    form = "Please fill in the form.\nName:\nAddress:\nPhone:\nEmail:\nSignature:\n"
+    assert find_loops(form) == []
+
+
+def test_header_blocks_that_restate_each_other_in_other_words():
+    text = ("Water boils at 100 degrees Celsius.\n\n### Explanation:\nWater boils at 100 degrees "
+            "Celsius at sea level because the air pressure there is one atmosphere.\n\n### "
+            "Explanation:\nAt sea level the pressure of the air is one atmosphere, so water boils "
+            "when it reaches 100 degrees.\n\n### Explanation:\nThe boiling point depends on the "
+            "air pressure, which is one atmosphere at sea level, so water boils at 100 degrees "
+            "there.\n\n### Explanation:\nWater reaches its boiling point at")
+    loop = only(text)
+    assert loop.kind == "template" and loop.frame == "### Explanation : …"
+    assert loop.char_onset == text.index("### Explanation") and loop.cycles >= 3
+    # a common subsequence keeps one word order: the restatements share under half of it
+    assert find_loops(text, rule=LoopRule(block_similarity=0.8)) == []

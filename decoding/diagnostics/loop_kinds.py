@@ -12,11 +12,12 @@ going round in circles, and how? Each ``LoopFinding`` has a **kind**:
   ("The animals are all in horror. / ... in terror. / ... in fear.", "### D-One: ### D-Two:");
   the finding reports the frame and each cycle's slot values.
 
-The rule, in three passes (every threshold is a field of ``LoopRule``; the defaults were tuned
-on the dev split of the labelled loop set, ``loop_set.py``):
+The rule, in four passes and an overlap step (every threshold is a field of ``LoopRule``; the
+defaults were tuned on the dev split of the labelled loop set, ``loop_set.py``):
 
 1. **Token pass (exact).** For each period ``p <= max_period`` the matches ``x[i] = x[i - p]``
-   form runs; a run of ``r`` matches is a periodic stretch of ``r + p`` tokens, ``(r + p) // p``
+   form runs (with texts, tokens are compared without the punctuation that ends a word, so
+   "Hotel Hotel Hotel." repeats three times);  a run of ``r`` matches is a periodic stretch of ``r + p`` tokens, ``(r + p) // p``
    complete cycles. A stretch counts with ``min_cycles_tail`` (2) cycles when it reaches the
    end of the text (as ``detect_loop``) and ``min_cycles_mid`` (3) elsewhere. A stretch starts
    as early as the tokens repeat; it is moved forward (within one period) to where a unit
@@ -34,9 +35,24 @@ on the dev split of the labelled loop set, ``loop_set.py``):
    ``min_frame_words`` (3) words needs ``min_cycles_short_frame`` (5) cycles ("Add the flour.
    Add the sugar." is a recipe). Near and template loops need ``min_cycles_similar_tail`` (2)
    cycles when they run to the end of the text, ``min_cycles_similar`` (3) when they stop.
-3. **Overlaps.** Candidates covering the same stretch are resolved by covered characters, the
-   longer wins (an exact stretch inside a near loop gives way to the near loop). Every loop
-   covers at least ``min_loop_words`` (6) words or tokens: "no no" is not a loop.
+   **Headers** (units ending in ':' with at most ``max_header_words`` (6) words: "### Output:",
+   "2. **Salt Cup**:") match each other whatever their words, so list items that copy one
+   description under new titles, or paragraphs that come back under changing headers, make
+   cycles; but every cycle's worth of matches needs a unit that matches by its words (the same
+   headers over new content are a structured answer), and bare headers in a row ("A: B: C:
+   ...") need ``min_cycles_bare_headers`` (8) cycles (a blank form has fewer fields).
+3. **Block pass (template).** A header that comes back word for word, every at most
+   ``max_unit_lag`` units, opening blocks that share ``block_similarity`` (0.4) of the longer
+   block's words in any order (a restatement: seed 002's "### Explanation:" refilled each
+   round); blocks that are mostly verbatim are left to the unit pass.
+4. **Clause pass (exact).** Inside a unit, a phrase of two words or more written again and
+   again between commas or "and"/"or" ("thanked Greta Lindqvist, Greta Lindqvist and Greta
+   Lindqvist for") is a loop of one cycle per copy; the separators change, so the tokens are
+   not periodic.
+5. **Overlaps.** Candidates covering the same stretch are resolved by covered characters, the
+   longer wins (an exact stretch inside a near loop gives way to the near loop); at equal
+   cover, the shorter cycle (two list items per cycle explain no more than one), then exact.
+   Every loop covers at least ``min_loop_words`` (6) words or tokens: "no no" is not a loop.
 
 **Whitespace is not a loop**: cycles with no word character ("\\n\\n", "  ", "---") are
 dropped in both passes, and units are compared by words, so line breaks never make or break a
@@ -53,7 +69,9 @@ exact character offsets. Without ``pieces`` only the token pass runs (there is n
 
 Cost: the token pass is ``O(n · max_period)`` vectorised comparisons; the unit pass compares
 each unit with the ``max_unit_lag`` units after it, each comparison bounded by
-``max_unit_words``², so both are linear in the text length for fixed settings
+``max_unit_words``²; the block pass compares each header's block with the next one (blocks of
+at most ``4 · max_unit_words`` words); the clause pass reads each unit once. All are linear in
+the text length for fixed settings
 (``python -m experiments.bench_loops``, also in ``make bench``, times 500 to 8,000 tokens).
 """
 
@@ -456,8 +474,8 @@ def _block_pass(text: str, units: list[tuple[int, int]], words: list[list], rule
                 token_at, n_tokens: int) -> list[_Candidate]:
     """Header blocks refilled each round (seed 002's "### Explanation: ... ### Explanation:
     ..."): a header unit (ending in ':') that comes back word for word, every at most
-    ``max_unit_lag`` units, with the blocks it opens alike (their common subsequence covers
-    ``block_similarity`` of the longer). The content before the first header counts as a
+    ``max_unit_lag`` units, with the blocks it opens alike (they share ``block_similarity`` of
+    the longer block's words, ``_shared_words``). The content before the first header counts as a
     cycle when it is alike too. Kind ``template``: the header is the frame. Blocks that are
     mostly verbatim are left to the unit and token passes (exact or near loops)."""
     found = []
@@ -470,8 +488,9 @@ def _block_pass(text: str, units: list[tuple[int, int]], words: list[list], rule
     def block(a: int, b: int) -> list:
         return sum(words[a:b], [])
 
-    def alike(x: list, y: list) -> bool:
-        return _shared_words(x, y) >= rule.block_similarity
+    def alike(x: list, y: list) -> bool:          # long blocks: bounds the frame's LCS cost
+        return (0 < max(len(x), len(y)) <= 4 * rule.max_unit_words
+                and _shared_words(x, y) >= rule.block_similarity)
 
     for header, where in positions.items():
         k = 0
