@@ -95,13 +95,17 @@ def shift_frame(steps: list[dict], flips: list[dict] | None = None) -> pd.DataFr
 
 
 PICK = "pick"   # the shift chart's click selection (a step), read by the page
+# The shift chart's whole height in px (Streamlit sizes a stretched chart with its axes and
+# legend inside it; the plot gets ~270 px: the ~80 px chart of issue 17 could not be read).
+SHIFT_HEIGHT = 400
 
 
 def shift_chart(frame: pd.DataFrame, selected: int | None = None) -> alt.LayerChart:
     """KL and TV per step; a vermilion band and ▼ above every step where the argmax differs;
-    a click on a step selects it (the ``pick`` selection, on the step field); the selected step
-    as a dashed rule."""
-    pick = alt.selection_point(name=PICK, fields=["step"], on="click", nearest=True, empty=False)
+    the selected step as a dashed rule. A click anywhere in a step's column selects it (the
+    ``pick`` selection, on the step field): each step has a full-height, nearly transparent
+    rule as its target (a click on a line selects the line's first datum, not the step)."""
+    pick = alt.selection_point(name=PICK, fields=["step"], on="click", empty=False)
     x = alt.X("step:Q", axis=alt.Axis(labelFontSize=FONT_SIZE, titleFontSize=FONT_SIZE, tickMinStep=1))
     line = alt.Chart(frame).mark_line(point=alt.OverlayMarkDef(size=60)).encode(
         x=x,
@@ -109,19 +113,22 @@ def shift_chart(frame: pd.DataFrame, selected: int | None = None) -> alt.LayerCh
         color=alt.Color("measure:N", scale=alt.Scale(range=[MODEL_COLOURS[0], MODEL_COLOURS[2]]),
                         legend=alt.Legend(orient="bottom", labelFontSize=FONT_SIZE, title=None)),
         tooltip=["step", "token", "measure", alt.Tooltip("value:Q", format=".3f"), "argmax differs"],
+    )
+    per_step = frame.drop_duplicates("step")
+    targets = alt.Chart(per_step).mark_rule(strokeWidth=14, opacity=0.01, color="#000000").encode(
+        x="step:Q", tooltip=["step", alt.Tooltip("token", title="adapter took"), "argmax differs"],
     ).add_params(pick)
-    flips = frame[frame["argmax differs"]].drop_duplicates("step") if "argmax differs" in frame else frame.iloc[:0]
-    layers = [line]
+    flips = per_step[per_step["argmax differs"]] if "argmax differs" in per_step else per_step.iloc[:0]
+    layers = [targets, line]
     if len(flips):
         layers.insert(0, alt.Chart(flips).mark_rule(color=FLIP_COLOUR, opacity=0.35, strokeWidth=6).encode(
-            x="step:Q", tooltip=["step", alt.Tooltip("token", title="adapter took")]))
+            x="step:Q"))
         layers.append(alt.Chart(flips).mark_point(shape="triangle-down", filled=True, size=140,
-                                                  color=FLIP_COLOUR).encode(
-            x="step:Q", y=alt.value(6), tooltip=["step", alt.Tooltip("token", title="adapter took")]))
+                                                  color=FLIP_COLOUR).encode(x="step:Q", y=alt.value(12)))
     if selected is not None:
         layers.append(alt.Chart(pd.DataFrame({"step": [selected]})).mark_rule(
             color="#000000", strokeDash=[4, 3], strokeWidth=2).encode(x="step:Q"))
-    return alt.layer(*layers).properties(height=280, width="container")
+    return alt.layer(*layers).properties(height=SHIFT_HEIGHT)
 
 
 def answers_frame(answers: list[dict]) -> pd.DataFrame:
@@ -177,7 +184,9 @@ def token_diff_html(base: dict, other: dict) -> str:
     first = first_divergence(a, b)
 
     def text(pieces: list[str], i: int, j: int) -> str:
-        return html.escape("".join(pieces[i:j]))
+        # newlines and control characters as marks: a base that answers with blank lines
+        # would otherwise be a tall empty block
+        return html.escape(visible_text("".join(pieces[i:j]), spaces=False))
 
     parts, marked = [], False
     for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():

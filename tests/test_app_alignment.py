@@ -139,10 +139,10 @@ def test_argmax_flips_mark_where_the_two_models_disagree_whatever_the_kl():
     frame = ca.shift_frame(shift, flips)
     assert frame.groupby("step")["argmax differs"].first().tolist() == [False, True, True]
     spec = ca.shift_chart(frame, selected=1).to_dict()
-    assert [p["name"] for p in spec["params"]] == [ca.PICK]                 # click → a step
-    assert spec["params"][0]["select"]["fields"] == ["step"]
+    assert [(p["name"], p["select"]["fields"]) for p in spec["params"]] == [(ca.PICK, ["step"])]
     marks = [layer["mark"]["type"] if isinstance(layer["mark"], dict) else layer["mark"] for layer in spec["layer"]]
-    assert marks == ["rule", "line", "point", "rule"]          # flip band, curves, ▼, selected step
+    assert marks == ["rule", "rule", "line", "point", "rule"]   # flip band, click targets, curves, ▼, selected
+    assert spec["params"][0]["views"] == [spec["layer"][1]["name"]]   # a click in a step's column
     assert spec["height"] >= 250
 
 

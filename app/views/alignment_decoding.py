@@ -137,7 +137,9 @@ def show_answers(result: dict) -> None:
             if answer.get("implicit_reward") is not None:
                 st.caption(f"implicit reward β·Σ log π/π_ref = {answer['implicit_reward']:+.2f}")
             st.text(answer["text"] or "(empty)")
-    st.dataframe(ca.answers_frame(result["answers"]), hide_index=True)
+    st.dataframe(ca.answers_frame(result["answers"]), hide_index=True, placeholder=lab_state.EMPTY_CELL,
+                 column_config={"P(support)": st.column_config.NumberColumn(format="percent"),
+                                "implicit reward": st.column_config.NumberColumn(format="%+.2f")})
     base = result["answers"][0]
     for answer in result["answers"][1:]:
         st.markdown(f"**{answer['model']} against the base, token by token** (struck through: only the "
@@ -214,7 +216,7 @@ def step_view(result: dict) -> None:
     st.markdown("**Per-step shift along the adapter's answer**: where does alignment change the model's "
                 "mind? Vermilion ▼: the two argmaxes differ. Click a step to open it above.")
     st.altair_chart(ca.shift_chart(ca.shift_frame(data["shift"], flips), selected=step), width="stretch",
-                    on_select="rerun", selection_mode=ca.PICK, key=chart_key)
+                    height=ca.SHIFT_HEIGHT, on_select="rerun", selection_mode=ca.PICK, key=chart_key)
 
 
 def show_grid(grid: dict) -> None:
@@ -230,7 +232,7 @@ def show_grid(grid: dict) -> None:
         st.caption(f"{grid['judge']}. Intervals: 95 % bootstrap over this prompt's samples (one prompt: "
                    "they show sampling noise only; `declab evaluate` gives intervals over prompts).")
     if grid["cells"]:
-        st.dataframe(ca.grid_frame(grid["cells"]), hide_index=True, column_config={
+        st.dataframe(ca.grid_frame(grid["cells"]), hide_index=True, placeholder=lab_state.EMPTY_CELL, column_config={
             k: st.column_config.NumberColumn(format="percent") for k in ("support", "neutral", "oppose", "loops", "EOS")})
 
 

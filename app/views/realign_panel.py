@@ -102,4 +102,6 @@ def render(prompt: str, adapters: list[str], spec_text: str, max_new_tokens: int
         st.dataframe({"draft length": [int(k) for k in view["expected_tokens"]],
                       "tokens per target forward": list(view["expected_tokens"].values()),
                       "eq. 1 at the mean rate": list(view["expected_tokens_mean_rate"].values())},
-                     hide_index=True)
+                     hide_index=True, column_config={  # 2 decimals: the last column fits the half page
+                         k: st.column_config.NumberColumn(format="%.2f")
+                         for k in ("tokens per target forward", "eq. 1 at the mean rate")})

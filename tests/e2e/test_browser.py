@@ -394,3 +394,109 @@ def test_beam_tree_stays_readable_at_20_steps_and_4_beams(lab_url):
             assert text and text["count"] > 40, text           # 20 steps x 4 beams, labelled
             assert text["min"] >= 12, f"{width}x{height}: tree text {text['min']:.1f} px ({text})"
             shot(page, f"30-beam-tree-20x4-{width}x{height}")
+
+
+@pytest.fixture(scope="module")
+def tiny_with_adapter():
+    """A saved tiny model and a tiny DPO adapter trained on it (seconds), under an adapters dir
+    in runs/ (not pytest's temporary folders: other pytest runs on the machine rotate those
+    away while the lab still reads them)."""
+    import json
+    import shutil
+
+    from alignment.train import TrainConfig, train
+    from decoding import load_model
+    from tests.tiny import tiny_model, tiny_tokenizer
+
+    root = SHOTS.parent / "e2e-alignment"
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    model_dir = root / "tiny-model"
+    tiny_model().save_pretrained(model_dir)
+    tiny_tokenizer().save_pretrained(model_dir)
+    data = root / "pairs.json"
+    data.write_text(json.dumps([{"id": i, "prompt": f"Is topic {i} good?", "support": f"Yes, topic {i} helps.",
+                                 "oppose": f"No, topic {i} hurts."} for i in range(4)]))
+    train(TrainConfig(method="dpo", dataset=str(data), epochs=2, batch_size=2, learning_rate=3e-2,
+                      max_length=64, threads=1), root / "adapters" / "tiny-dpo", model=load_model(str(model_dir)),
+          progress=False)
+    return model_dir, root / "adapters"
+
+
+def test_alignment_page_flips_click_and_realign_slider(tiny_with_adapter):
+    """The Alignment x decoding page on a tiny model and its DPO adapter: answers diffed token by
+    token; the steps where the argmax differs open with a click (a flip button, a point of the
+    shift chart); the overlay's axis is fitted to its bars; the lambda (realign) slider re-decodes:
+    lambda 0 gives the base's answer, lambda 1 the adapter's (issue 18)."""
+    reason = browser_missing()
+    if reason:
+        pytest.skip(f"no browser test: {reason}")
+    model_dir, adapters = tiny_with_adapter
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    env = {"DECLAB_ADAPTERS_DIR": str(adapters), "HF_HUB_OFFLINE": "1"}
+    with serve_lab(log_path=SHOTS / "streamlit-alignment.log", env=env, unset=("DECLAB_TINY_MODEL",)) as url, \
+            open_browser(width=1440, height=900) as page:
+        page.goto(f"{url}/alignment")
+        page.get_by_role("heading", name="Alignment × decoding").wait_for(timeout=120_000)
+        wait_idle(page)
+        model = page.locator("input[aria-label='Model']")
+        model.fill(str(model_dir))
+        model.press("Enter")
+        page.get_by_text(re.compile(r"^Using: .*tiny-model$")).wait_for(timeout=30_000)
+        wait_idle(page)
+        set_number(page, "max_new_tokens", 12)
+        page.get_by_role("button", name="Generate with every model").click()
+        page.get_by_text("Per-step shift along the adapter's answer").wait_for(timeout=180_000)
+        wait_idle(page)
+        assert_no_exception(page, "generate with every model")
+        texts = page.locator("[data-testid='stText']")
+        base_text, adapter_text = texts.nth(0).inner_text(), texts.nth(1).inner_text()
+        diff = page.locator(".declab-diff").first
+        diff.wait_for(timeout=30_000)
+        if base_text != adapter_text:
+            assert diff.locator(".first").count() == 1                  # the first-divergence badge
+
+        # A flip button opens its step; the overlay is then drawn on an axis fitted to its bars.
+        flips = page.locator("[data-testid='stButtonGroup'] button")
+        if flips.count():
+            label = flips.first.inner_text()
+            step = int(label.split(":")[0])
+            flips.first.click()
+            page.get_by_text(re.compile(rf"^Next-token distributions at step {step} ")).wait_for(timeout=30_000)
+            wait_idle(page)
+            assert page.get_by_text("argmax differs").count() >= 1
+        else:
+            page.get_by_text("agree at every step").wait_for(timeout=10_000)
+        overlay = page.locator("[data-testid='stVegaLiteChart']").first
+        values = [t for t in overlay.evaluate("c => [...c.querySelectorAll('text')].map(t => t.textContent)")
+                  if t.endswith("%")]
+        assert values, "the overlay prints its values"
+        shot(page, "40-alignment-answers-and-step")
+
+        # A click on the shift chart's point at step 2 opens step 2.
+        shift = page.locator("[data-testid='stVegaLiteChart']").nth(1)
+        shift.scroll_into_view_if_needed()
+        column = shift.locator("[aria-roledescription='rule mark'][aria-label^='step: 2; adapter took']").first
+        box = column.bounding_box()                            # the step's click target (full height)
+        page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 3)
+        page.get_by_text(re.compile(r"^Next-token distributions at step 2 ")).wait_for(timeout=30_000)
+        wait_idle(page)
+        assert_no_exception(page, "chart click")
+
+        # The lambda slider re-decodes live: 0 is the base's answer, 1 the adapter's.
+        page.get_by_text("Decode live as λ moves").click()
+        page.get_by_text("Answer at λ = 1").wait_for(timeout=60_000)
+        wait_idle(page)
+        realigned = page.locator("[data-testid='stText']").nth(2)
+        assert realigned.inner_text() == adapter_text
+        lam = range_input(page, "λ (realign)")
+        lam.focus()
+        lam.press("Home")                                      # 1.0 -> 0.0
+        page.get_by_text("Answer at λ = 0").wait_for(timeout=60_000)
+        wait_idle(page)
+        assert_no_exception(page, "realign")
+        assert page.locator("[data-testid='stText']").nth(2).inner_text() == base_text
+        assert page.get_by_text(re.compile(r"^mean acceptance")).count() >= 1
+        shot(page, "41-alignment-realign-lambda-0")
+        page.set_viewport_size({"width": 1280, "height": 720})
+        shot(page, "42-alignment-1280x720")
