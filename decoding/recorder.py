@@ -88,8 +88,14 @@ def record_steps(step: int, history: list[torch.Tensor], stage_names: list[str],
     stage_kept = torch.stack([torch.isfinite(h[index]).sum(-1) for h in history], dim=1).tolist()
     base = input_stage_index(stage_names)
     source = history[base][index]
-    depth = prefix_depth(source, widest_cut([h[index] for h in history[base + 1:]], source), top_n)
-    prefix = torch.topk(source, int(depth.max()), dim=-1).indices
+    if any(kept[j] < kept[base] for kept in stage_kept for j in range(base + 1, len(kept))):
+        depth = prefix_depth(source, widest_cut([h[index] for h in history[base + 1:]], source), top_n)
+    else:
+        # Nothing was cut after the sampling stages' input (greedy, plain sampling, a step
+        # where the truncation kept everything): the what-if is exact from the top-N alone,
+        # so the deep ranking (a top-1001 per row) is skipped; prefix_depth would give top_n.
+        depth = torch.full((len(rows),), n, dtype=torch.long)
+    prefix = raw_top if base == 0 and int(depth.max()) == n else torch.topk(source, int(depth.max()), dim=-1).indices
     if second is not None:
         second_logp = torch.log_softmax(second[index], dim=-1)
         second_top = torch.topk(second_logp, n, dim=-1).indices

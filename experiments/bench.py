@@ -8,7 +8,8 @@ checks that they produced the same tokens.
 Sections:
 
 1. generation: ours (Llama fast path), ours through transformers' forward (fast path off) and
-   ``generate()``, for greedy, top-p sampling and beam-4; tracing on vs off;
+   ``generate()``, for greedy, top-p sampling and beam-4; tracing on vs off (greedy, and top-p,
+   whose trace keeps the what-if's deep record at every step);
 2. batch-1 greedy against the memory-bandwidth bound: every weight byte is read once per token
    (the tied embedding once, as ``lm_head``), so tokens/s cannot exceed read bandwidth ÷ weight
    bytes; the bandwidth is measured in the same run (a ``sum`` over a buffer far larger than
@@ -137,6 +138,10 @@ def run_generation_bench(lm, tokens: int = 64, repeats: int = 3) -> list[Result]
         Case("top-p 0.9 sampling", DecodingConfig(strategy="sample", top_p=0.9, seed=0, **fixed)),
         Case("beam-4", DecodingConfig(strategy="beam", num_beams=4, **fixed)),
         Case("greedy, tracing on vs off", DecodingConfig(**fixed), trace=True, reference=False),
+        # the what-if's deep record (decoding.recorder.prefix_depth) runs only where a stage cut:
+        # every step of a top-p run, no step of a greedy one
+        Case("top-p 0.9, tracing on vs off", DecodingConfig(strategy="sample", top_p=0.9, seed=0, **fixed),
+             trace=True, reference=False),
     ]
     # warm-up: first calls pay one-off allocation costs (and the fast path's self-check)
     generate_ids(lm, ids, DecodingConfig(max_new_tokens=4), trace=False)

@@ -97,3 +97,14 @@ def test_profile_of_a_training_run_names_the_ops(tmp_path):
     table = profile_training(TrainConfig(dataset=str(data), epochs=1, batch_size=2, threads=1, max_length=64),
                              tiny_lm(), rows=10)
     assert "Self CPU" in table and "aten::" in table
+
+
+def test_generation_entry_measures_tracing_overhead_greedy_and_top_p(capsys):
+    """Tracing on vs off, for greedy and for top-p (whose trace keeps the what-if's deep record
+    at every step): both cases are in ``make bench`` and trace the same tokens as untraced runs."""
+    from experiments.bench import run_generation_bench
+
+    results = {r.name: r for r in run_generation_bench(tiny_lm(), tokens=4, repeats=1)}
+    for name in ("greedy, tracing on vs off", "top-p 0.9, tracing on vs off"):
+        assert results[name].same_tokens and results[name].ratio > 0
+    assert "top-p 0.9, tracing on vs off" in capsys.readouterr().out

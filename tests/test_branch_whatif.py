@@ -250,3 +250,32 @@ def test_forced_step_log_probability_is_consistent():
     forced = forced_step(step, 2)
     assert forced.token_id == 2 and forced.rank_raw == 3 and forced.token_text == "t2"
     assert math.exp(forced.logprob_raw) == pytest.approx(forced.prob_raw)
+
+
+@pytest.mark.parametrize("config", [DecodingConfig(max_new_tokens=4, repetition_penalty=1.3),
+                                    DecodingConfig(strategy="sample", max_new_tokens=4, seed=1)],
+                         ids=["greedy", "sample-no-cut"])
+def test_runs_that_cut_nothing_skip_the_deep_record_and_stay_exact(tiny, config, monkeypatch):
+    """The deep ranking (decoding.recorder.prefix_depth, a top-1001 per row and step) is only
+    built where a sampling stage cut the distribution; without a cut the record is the top-N and
+    the what-if with the run's own settings is still exact (the tracing overhead it saves is
+    measured by ``python -m experiments.bench``: greedy and top-p, tracing on vs off)."""
+    from decoding import recorder
+
+    monkeypatch.setattr(recorder, "prefix_depth", lambda *a, **k: pytest.fail("deep record built"))
+    gen = generate(tiny, "The cat", config)
+    for step in gen.steps:
+        assert step.prefix == 20
+        again = whatif_step(step, whatif_config(gen.config))
+        assert again.extra["exact"] and again.kept_count == step.kept_count
+        assert again.prob_final == pytest.approx(step.prob_final, abs=1e-5)
+
+
+def test_a_cut_run_still_builds_the_deep_record(tiny, monkeypatch):
+    from decoding import recorder
+
+    calls = []
+    real = recorder.prefix_depth
+    monkeypatch.setattr(recorder, "prefix_depth", lambda *a, **k: calls.append(1) or real(*a, **k))
+    gen = generate(tiny, "The cat", DecodingConfig(strategy="sample", max_new_tokens=3, top_p=0.9, seed=1))
+    assert len(calls) == len(gen.steps) and all(s.prefix > s.kept_count for s in gen.steps)
