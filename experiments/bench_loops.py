@@ -1,11 +1,11 @@
 """Loop detector cost against text length: ``python -m experiments.bench_loops`` (also the last
 section of ``make bench``).
 
-``find_loops`` claims linear cost for fixed settings (``decoding/diagnostics/loop_kinds.py``);
-this measures it on model-like texts of 500 to 8,000 tokens — half ordinary prose of varied
-sentences, then a template loop, so both passes have work — and reports milliseconds per 1,000
-tokens at each length. Linear cost shows as a flat ms / 1k tokens column; the exact tail rule
-``detect_loop`` (all periods up to n / 2, quadratic) is timed beside it for contrast.
+``find_loops`` claims linear cost for fixed settings (``decoding/diagnostics/loop_kinds/``'s
+docstring); this measures it on model-like texts of 500 to 8,000 tokens — half ordinary prose
+of varied sentences, then a template loop, so both passes have work — and reports milliseconds
+per 1,000 tokens at each length. Linear cost shows as a flat ms / 1k tokens column; the exact
+tail rule ``detect_loop`` (all periods up to n / 2, quadratic) is timed beside it for contrast.
 No model is needed: the tokens are whitespace tokens with their exact pieces.
 """
 
