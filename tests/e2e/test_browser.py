@@ -132,6 +132,7 @@ def test_step_inspector_then_every_page(lab_url):
         step_slider = page.get_by_role("slider").first
         # the text streams in while the tokens are generated (issue 17), then the traced result
         page.get_by_text(re.compile(r"^Generating: \d+ of at most 16 tokens")).first.wait_for(timeout=180_000)
+        page.screenshot(path=str(SHOTS / "00-step-inspector-streaming.png"))     # mid-stream, as seen
         page.get_by_text(re.compile(r"^Step 0: ")).wait_for(timeout=180_000)
         wait_idle(page)
         assert_no_exception(page, "generate")
