@@ -44,6 +44,12 @@ class Interval:
         return f"{f(self.estimate)}{unit} [{f(self.low)}, {f(self.high)}]"
 
 
+def percent_interval(low: float, high: float, sep: str = "–") -> str:
+    """A fraction's interval in whole percent, ``30–55``: the one rounding every table and the app
+    print an interval with (each adds its brackets or unit: ``42% [30–55]``, ``30–55 %``)."""
+    return f"{100 * low:.0f}{sep}{100 * high:.0f}"
+
+
 def _check(level: float, replicates: int) -> None:
     check_range("level", level, 0, 1, low_open=True, high_open=True)
     check_range("replicates", replicates, 100, integer=True)

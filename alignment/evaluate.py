@@ -51,7 +51,7 @@ from decoding.seeds import sample_seed
 from decoding.specs import StrategySpec, parse_specs
 from decoding.trace import SequenceResult
 
-from .bootstrap import Interval, bootstrap_difference, bootstrap_mean, by_prompt
+from .bootstrap import Interval, bootstrap_difference, bootstrap_mean, by_prompt, percent_interval
 from .data import StanceRecord, load_stance_records
 from .scoring import sequence_logprobs, token_logprobs
 from .stance import StanceConfig, StanceJudge, fit_stance_judge
@@ -529,8 +529,7 @@ def judge_line(summary: dict) -> str:
 
 
 def _ci(cell: dict, name: str) -> str:
-    low, high = cell["ci"][name]
-    return f"[{100 * low:.0f},{100 * high:.0f}]"
+    return f"[{percent_interval(*cell['ci'][name], sep=',')}]"
 
 
 def format_table(report: EvaluationReport) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from alignment.bootstrap import percent_interval
+
 from .charts import FONT_SIZE, visible_text
 
 MODEL_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00"]   # Okabe–Ito
@@ -205,7 +207,7 @@ def token_diff_html(base: dict, other: dict) -> str:
 
 def _ci_text(cell: dict, key: str) -> str:
     low, high = cell.get("ci", {}).get(key, (None, None))
-    return "" if low is None else f"{100 * low:.0f}–{100 * high:.0f} %"
+    return "" if low is None else f"{percent_interval(low, high)} %"
 
 
 def grid_frame(cells: list[dict]) -> pd.DataFrame:

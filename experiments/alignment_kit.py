@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from alignment.bootstrap import percent_interval
 from alignment.evaluate import GenerationRecord, Subject, answer_models, summarise
 from alignment.stance import StanceJudge
 from alignment.train import TrainConfig, check_training_knob, train
@@ -188,8 +189,7 @@ PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F
 def with_ci(key: str, header: str) -> tuple[str, str, Callable[[dict], str]]:
     """A table column of a fraction with its 95 % interval over prompts: ``42% [30–55]``."""
     def cell(row: dict) -> str:
-        low, high = row["ci"][key]
-        return f"{100 * row[key]:.0f}% [{100 * low:.0f}–{100 * high:.0f}]"
+        return f"{100 * row[key]:.0f}% [{percent_interval(*row['ci'][key])}]"
     return key, header, cell
 
 
