@@ -210,6 +210,9 @@ def _ci_text(cell: dict, key: str) -> str:
     return "" if low is None else f"{percent_interval(low, high)} %"
 
 
+STANCE_COLUMNS = ("support", "neutral", "oppose")   # grid_frame's stance columns (and their "… 95% CI")
+
+
 def grid_frame(cells: list[dict]) -> pd.DataFrame:
     """The decodings × adapters grid as a table: support %, neutral %, loop %, mean length, and
     the 95 % bootstrap intervals of support and loop share (``alignment.evaluate.intervals``)."""

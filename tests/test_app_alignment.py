@@ -190,7 +190,8 @@ def test_grid_cells_are_kept_as_they_finish(at, monkeypatch):
     assert [(c["model"], c["decoding"]) for c in grid["cells"]] == [("base", "greedy"), ("base", "sample:top_p=0.9")]
     assert grid["total"] == 4 and grid["running"] is None
     assert any("2 of 4 cells done" in c.value for c in at.caption)
-    assert len(at.dataframe) >= 1
+    columns = list(at.dataframe[-1].value.columns)
+    assert "loops" in columns and "support" not in columns     # the judge refused: no stance columns
 
 
 def test_a_flip_button_and_a_chart_click_open_that_step(at, monkeypatch):

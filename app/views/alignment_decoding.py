@@ -232,7 +232,10 @@ def show_grid(grid: dict) -> None:
         st.caption(f"{grid['judge']}. Intervals: 95 % bootstrap over this prompt's samples (one prompt: "
                    "they show sampling noise only; `declab evaluate` gives intervals over prompts).")
     if grid["cells"]:
-        st.dataframe(ca.grid_frame(grid["cells"]), hide_index=True, placeholder=lab_state.EMPTY_CELL, column_config={
+        frame = ca.grid_frame(grid["cells"])
+        if grid["refusal"]:   # no labels: no stance columns (they read 0 % support, 0 % oppose)
+            frame = frame.drop(columns=[c for c in frame.columns if c.split(" ")[0] in ca.STANCE_COLUMNS])
+        st.dataframe(frame, hide_index=True, placeholder=lab_state.EMPTY_CELL, column_config={
             k: st.column_config.NumberColumn(format="percent") for k in ("support", "neutral", "oppose", "loops", "EOS")})
 
 

@@ -99,9 +99,12 @@ def render(prompt: str, adapters: list[str], spec_text: str, max_new_tokens: int
         st.caption("Seeded accept/reject per step: "
                    + "".join("✓" if a else "✗" for a in view["accepted"]))
         st.bar_chart({"acceptance": view["acceptance"]}, height=160)
-        st.dataframe({"draft length": [int(k) for k in view["expected_tokens"]],
-                      "tokens per target forward": list(view["expected_tokens"].values()),
-                      "eq. 1 at the mean rate": list(view["expected_tokens_mean_rate"].values())},
-                     hide_index=True, column_config={  # 2 decimals: the last column fits the half page
+        st.dataframe({"draft": [int(k) for k in view["expected_tokens"]],
+                      "tokens / target forward": list(view["expected_tokens"].values()),
+                      "eq. 1, mean rate": list(view["expected_tokens_mean_rate"].values())},
+                     hide_index=True, column_config={  # short names, 2 decimals: fits half a 1280 page
                          k: st.column_config.NumberColumn(format="%.2f")
-                         for k in ("tokens per target forward", "eq. 1 at the mean rate")})
+                         for k in ("tokens / target forward", "eq. 1, mean rate")})
+        st.caption("draft: tokens the base drafts per step; tokens / target forward: expected tokens "
+                   "per adapter forward, step by step; eq. 1, mean rate: Leviathan et al.'s eq. 1 at "
+                   "the mean acceptance.")

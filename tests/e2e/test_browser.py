@@ -499,5 +499,21 @@ def test_alignment_page_flips_click_and_realign_slider(tiny_with_adapter):
         assert page.locator("[data-testid='stText']").nth(2).inner_text() == base_text
         assert page.get_by_text(re.compile(r"^mean acceptance")).count() >= 1
         shot(page, "41-alignment-realign-lambda-0")
+
+        # The grid: its cells are drawn as they finish; at the end, one row per model x decoding.
+        specs = page.locator("textarea[aria-label='Decodings (one spec per line)']")
+        specs.fill("greedy\nsample:top_p=0.9")
+        specs.press("Control+Enter")
+        tables = page.locator("[data-testid='stDataFrame']")
+        before = tables.count()                                   # the answers, the speculative view
+        page.get_by_role("button", name="Run the grid on this prompt").click()
+        page.wait_for_function(f"""() => document.querySelectorAll("[data-testid='stDataFrame']").length > {before}""",
+                               timeout=120_000)
+        wait_idle(page)
+        assert tables.count() == before + 1                       # the grid (a canvas: its cells are not text)
+        grid = tables.last
+        assert_no_exception(page, "grid")
+        assert page.get_by_text(re.compile(r"cells done")).count() == 0          # finished
+        grid.scroll_into_view_if_needed()
         page.set_viewport_size({"width": 1280, "height": 720})
         shot(page, "42-alignment-1280x720")
