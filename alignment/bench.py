@@ -62,7 +62,8 @@ GOALS_S = {"dpo": 60.0, "orpo": 45.0}       # issue 14, 50 pairs x 3 epochs on 2
 # Speed options off by default, each measured on its own on top of ours (same seed), with what it
 # costs in learning. SmolLM2-135M has 30 decoder layers.
 VARIANTS: dict[str, dict[str, Any]] = {"shared prompt": {"share_prompt": True},
-                                       "top 8 layers, lower cached": {"top_layers": 8}}
+                                       "top 8 layers, lower cached": {"top_layers": 8},
+                                       "eager attention": {"attention": "eager"}}
 HELD_OUT = "stance-test"
 
 

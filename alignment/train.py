@@ -105,6 +105,15 @@ def _training_copy(model: LM | str | None, config: TrainConfig) -> tuple[LM, tor
     return lm, torch.device(lm.device.type)
 
 
+def use_attention(model: torch.nn.Module, kind: str) -> str:
+    """Switch the model's attention kernel (transformers' ``set_attn_implementation``) to
+    ``kind``; returns the one it had."""
+    before = model.config._attn_implementation
+    if kind != before:
+        model.set_attn_implementation(kind)
+    return before
+
+
 def _lower_layer_cache(model: torch.nn.Module, config: TrainConfig) -> LowerLayerCache | None:
     """With ``top_layers`` below the model's depth, the frozen lower layers' cache, installed on
     the model to train (``alignment.layer_cache``); PEFT then finds LoRA targets in the top
@@ -154,6 +163,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, model: LM | str | Non
     use_local_device(launch)
     lm, device = _training_copy(model, config)
     check_top_layers(config.top_layers, lm.model)
+    own_attention = use_attention(lm.model, config.attention)
     rows = preference_rows(dataset, lm.tokenizer, config.chat)
     lengths = sequence_lengths(rows, lm.tokenizer)
     token_info = check_lengths(lengths, config.max_length)
@@ -181,6 +191,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, model: LM | str | Non
             finally:
                 if cache is not None:
                     cache.remove()  # the full stack again, before saving and generating
+                use_attention(lm.model, own_attention)   # decoding runs on the model's own kernel
             train_s = time.perf_counter() - train_started
             wait_for_everyone(launch)             # every process is done with the shared rows
             trainer.save_model(str(partial))      # collective under ZeRO-3 / FSDP; writes on main only

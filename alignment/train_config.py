@@ -23,6 +23,7 @@ METHODS = ("dpo", "ipo", "orpo", "simpo")
 REPORT_TO = ("none", "wandb", "tensorboard")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
+ATTENTIONS = ("sdpa", "eager")
 
 # name -> check_range bounds of the numeric knobs (integers: ``integer=True``)
 RANGES: dict[str, dict[str, Any]] = {
@@ -125,6 +126,11 @@ class TrainConfig:
                           "where the hardware has bfloat16 arithmetic (a CUDA GPU that supports it; a "
                           "CPU with AVX-512 BF16 or AMX, read from the CPU flags), else fp32.",
                           choices=PRECISIONS)
+    attention: str = knob("sdpa", "Attention kernel while training (transformers' "
+                          "attn_implementation): sdpa (torch's scaled_dot_product_attention, the "
+                          "loaded model's own) or eager (plain matmuls and softmax; on a CPU its "
+                          "backward avoids the flash-attention CPU backward kernel). Decoding "
+                          "afterwards uses the model's own again.", choices=ATTENTIONS)
     load_in_4bit: bool = knob(False, "Load the base in 4-bit NF4 (QLoRA, bitsandbytes) to fit large "
                               "models; CUDA only, and only when the base is loaded by name.")
     threads: int | str | None = knob("auto", "CPU threads for torch: a number, 'auto' (a 0.2 s "
@@ -156,7 +162,7 @@ class TrainConfig:
 
     def _check_choices(self) -> None:
         for name, allowed in (("method", METHODS), ("report_to", REPORT_TO), ("device", DEVICES),
-                              ("precision", PRECISIONS)):
+                              ("precision", PRECISIONS), ("attention", ATTENTIONS)):
             if getattr(self, name) not in allowed:
                 raise out_of_range(name, getattr(self, name), ", ".join(allowed))
         for name in ("chat", "precompute_ref", "group_by_length", "load_in_4bit", "share_prompt"):
@@ -167,6 +173,9 @@ class TrainConfig:
         if self.threads not in ("auto", "default"):
             check_range("threads", self.threads, 1, integer=True,
                         allowed="an integer >= 1, 'auto' or 'default'")
+        if self.share_prompt and self.attention != "sdpa":
+            raise out_of_range("attention", self.attention, "sdpa with share_prompt (the shared-prompt "
+                               "forward passes the prompt's keys and values to sdpa)")
         if self.share_prompt and self.top_layers is not None:
             raise out_of_range("share_prompt", True, "false with top_layers set (the lower-layer cache "
                                "keys whole sequences)")

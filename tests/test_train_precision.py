@@ -122,3 +122,20 @@ def test_bf16_and_fp32_start_from_the_same_loss(tmp_path, data):
         steps = [e for e in log if "loss" in e]
         assert steps[0]["loss"] == pytest.approx(0.693147, abs=1e-5), p
         assert steps[-1]["rewards/margins"] > 0, p
+
+
+def test_eager_attention_trains_like_sdpa_and_gives_the_model_back(tmp_path, data):
+    """``attention="eager"`` only changes the kernel: the same losses as sdpa up to float
+    rounding, and the trained model decodes with the model's own kernel again."""
+    logs, kernels = {}, {}
+    for kind in ("sdpa", "eager"):
+        result = train(tiny_config(data, attention=kind, precision="fp32"), tmp_path / kind, model=tiny_lm(),
+                       progress=False)
+        logs[kind] = [e["loss"] for e in result.log_history if "loss" in e]
+        kernels[kind] = result.lm.model.config._attn_implementation
+    assert logs["sdpa"] == pytest.approx(logs["eager"], abs=1e-4)
+    assert kernels["eager"] == kernels["sdpa"] == tiny_lm().model.config._attn_implementation
+    with pytest.raises(DecodingLabError, match="attention='eager'.*sdpa with share_prompt"):
+        tiny_config(data, attention="eager", share_prompt=True)
+    with pytest.raises(DecodingLabError, match="attention='flash'"):
+        tiny_config(data, attention="flash")
