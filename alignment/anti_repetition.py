@@ -31,7 +31,7 @@ from typing import Any, Callable
 from decoding import DecodingConfig
 from decoding.batch import generate_batch
 from decoding.diagnostics.summary import main_text_loop
-from decoding.errors import DecodingLabError, out_of_range
+from decoding.errors import DecodingLabError, check_range, out_of_range
 from decoding.io import write_json_atomic
 from decoding.models import LM
 from decoding.prompts import Prompt, load_prompt_set
@@ -70,10 +70,8 @@ class AntiRepetitionConfig:
                                  ("min_cycles", self.min_cycles, 2),
                                  ("min_chosen_chars", self.min_chosen_chars, 1),
                                  ("batch_size", self.batch_size, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise out_of_range(name, value, f"an integer >= {low}")
-        if not 0 < self.min_loop_fraction <= 1:
-            raise out_of_range("min_loop_fraction", self.min_loop_fraction, "(0, 1]")
+            check_range(name, value, low, integer=True)
+        check_range("min_loop_fraction", self.min_loop_fraction, 0, 1, low_open=True)
 
 
 def natural_end(text: str, loop_start: int | None = None) -> str:

@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from decoding.errors import DecodingLabError
+from decoding.errors import DecodingLabError, check_range
 
 DATASET_DIR = Path(__file__).parent / "datasets"
 SHIPPED_DATASETS = {
@@ -263,12 +262,10 @@ def check_knobs(data_size: int | None, support_ratio: float | None, records: int
     """Validated ``(data_size, support_ratio)``; ``None`` means all records / ratio 1 (all prefer support)."""
     if data_size is None:
         data_size = records
-    if isinstance(data_size, bool) or not isinstance(data_size, int) or not 1 <= data_size <= records:
-        raise DatasetError(f"data_size={data_size!r} is out of range; allowed: 1 <= data_size <= {records} "
-                           f"(records in {source})")
+    check_range("data_size", data_size, 1, records, integer=True, error=DatasetError,
+                allowed=f"1 <= data_size <= {records} (records in {source})")
     ratio = 1.0 if support_ratio is None else support_ratio
-    if isinstance(ratio, bool) or not isinstance(ratio, int | float) or math.isnan(ratio) or not 0 <= ratio <= 1:
-        raise DatasetError(f"support_ratio={support_ratio!r} is out of range; allowed: 0 <= support_ratio <= 1")
+    check_range("support_ratio", ratio, 0, 1, error=DatasetError)
     return data_size, float(ratio)
 
 

@@ -7,6 +7,8 @@ one-line message and exit code 2; the Streamlit lab shows them in an error box.
 
 from __future__ import annotations
 
+from numbers import Integral
+
 
 class DecodingLabError(ValueError):
     """Bad input from the user: the message says what was wrong and what is allowed."""
@@ -24,9 +26,11 @@ class GenerationError(RuntimeError):
     """Generation could not continue (for example non-finite logits at some step)."""
 
 
-def out_of_range(name: str, value: object, allowed: str) -> ConfigError:
-    """The standard message: ``top_p=1.5 is out of range; allowed: 0 < top_p <= 1``."""
-    return ConfigError(f"{name}={value!r} is out of range; allowed: {allowed}")
+def out_of_range(name: str, value: object, allowed: str,
+                 error: type[DecodingLabError] = ConfigError) -> DecodingLabError:
+    """The standard message: ``top_p=1.5 is out of range; allowed: 0 < top_p <= 1``, as a
+    ``ConfigError`` unless ``error`` names another class (``DatasetError`` for a dataset's knobs)."""
+    return error(f"{name}={value!r} is out of range; allowed: {allowed}")
 
 
 def is_real(value: object) -> bool:
@@ -62,13 +66,14 @@ def range_text(name: str, low: float | None = None, high: float | None = None, *
 
 def check_range(name: str, value: object, low: float | None = None, high: float | None = None, *,
                 integer: bool = False, low_open: bool = False, high_open: bool = False,
-                optional: bool = False, allowed: str | None = None) -> None:
+                optional: bool = False, allowed: str | None = None,
+                error: type[DecodingLabError] = ConfigError) -> None:
     """The one range check of every config and study setting.
 
     Refuse ``value`` unless it is a real number (an integer when ``integer``; never a bool, NaN or
     infinity) within ``low``..``high`` (either end open or absent); ``None`` passes when
     ``optional``. The message is ``out_of_range``'s, with the range written by ``range_text``
-    unless ``allowed`` says it in words."""
+    unless ``allowed`` says it in words; the error is a ``ConfigError`` unless ``error`` says."""
     if value is None and optional:
         return
     ok = is_integer(value) if integer else is_real(value)
@@ -78,7 +83,8 @@ def check_range(name: str, value: object, low: float | None = None, high: float 
         ok = value < high if high_open else value <= high
     if not ok:
         raise out_of_range(name, value, allowed or range_text(
-            name, low, high, integer=integer, low_open=low_open, high_open=high_open, optional=optional))
+            name, low, high, integer=integer, low_open=low_open, high_open=high_open, optional=optional),
+            error)
 
 
 def check_number(name: str, value: object, ok, allowed: str) -> None:
@@ -94,3 +100,13 @@ def check_number(name: str, value: object, ok, allowed: str) -> None:
 def check_integer(name: str, value: object, low: int, note: str = "") -> None:
     """Refuse ``value`` unless it is an integer (not a bool) >= ``low``."""
     check_range(name, value, low, integer=True, allowed=f"an integer >= {low}{note}")
+
+
+def check_count(name: str, value: object, low: int) -> int:
+    """``value`` as an ``int``, refused unless it is an integer >= ``low``: a Python or NumPy
+    integer (any ``numbers.Integral``, never a bool), since the diagnostics take counts computed
+    from token arrays. Config fields use ``check_range(integer=True)``, whose values must stay
+    JSON-serialisable Python ints."""
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+        raise out_of_range(name, value, f"an integer {name} >= {low}")
+    return int(value)

@@ -30,8 +30,11 @@ def test_natural_end(text, loop_start, expected):
 def test_config_validation():
     with pytest.raises(ConfigError, match="min_cycles=1 is out of range"):
         ar.AntiRepetitionConfig(min_cycles=1)
-    with pytest.raises(ConfigError, match=r"min_loop_fraction=0 is out of range; allowed: \(0, 1\]"):
+    with pytest.raises(ConfigError, match=r"min_loop_fraction=0 is out of range; "
+                                          r"allowed: 0 < min_loop_fraction <= 1"):
         ar.AntiRepetitionConfig(min_loop_fraction=0)
+    with pytest.raises(ConfigError, match=r"min_loop_fraction=True is out of range"):
+        ar.AntiRepetitionConfig(min_loop_fraction=True)     # a bool passed the old 0 < x <= 1
     with pytest.raises(ConfigError, match="prompt_sets"):
         ar.AntiRepetitionConfig(prompt_sets=())
     assert ar.AntiRepetitionConfig(prompt_sets=["a"]).prompt_sets == ("a",)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral
 
 import numpy as np
 
-from ..errors import DecodingLabError, out_of_range
+from ..errors import DecodingLabError, check_count
 from .metrics import as_tokens
 
 Span = tuple[int, int]
@@ -68,12 +67,6 @@ class LoopReport:
         )
 
 
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
-        raise out_of_range(name, value, f"an integer {name} >= {minimum}")
-    return int(value)
-
-
 def dense_ids(tokens: list) -> np.ndarray:
     """Tokens (any hashable) as small ints, so each period is one vectorised comparison."""
     index: dict = {}
@@ -103,14 +96,14 @@ def detect_loop(
     "a b c a b c a b" → period 3, onset 0, 2 cycles and a partial of 2 tokens.
     Cost: O(len · max_period) vectorised comparisons, milliseconds for a few thousand tokens.
     """
-    min_cycles = _check_int("min_cycles", min_cycles, 2)
-    min_period = _check_int("min_period", min_period, 1)
+    min_cycles = check_count("min_cycles", min_cycles, 2)
+    min_period = check_count("min_period", min_period, 1)
     tokens = as_tokens(tokens)
     longest_fitting = len(tokens) // 2
     if max_period is None:
         max_period = longest_fitting
     else:
-        max_period = _check_int("max_period", max_period, min_period)
+        max_period = check_count("max_period", max_period, min_period)
     ids = dense_ids(tokens)
 
     best_length, best_period = 0, 0

@@ -21,7 +21,7 @@ import re
 from collections.abc import Hashable, Sequence
 from numbers import Integral
 
-from ..errors import DecodingLabError, out_of_range
+from ..errors import DecodingLabError, check_count, out_of_range
 
 Token = Hashable
 HOLTZMAN_MAX_PHRASE_LEN = 90
@@ -69,9 +69,7 @@ def as_corpus(corpus: object) -> list[list[Token]]:
 
 
 def _check_n(n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, Integral) or n < 1:
-        raise out_of_range("n", n, "an integer n >= 1")
-    return int(n)
+    return check_count("n", n, 1)
 
 
 def _count_ngrams(corpus: list[list[Token]], n: int) -> tuple[int, int]:
@@ -251,12 +249,7 @@ def repeated_tail_phrase(
     This is the search of ``ari-holtzman/degen`` ``metrics/repetition.py`` (``max(range(max_n),
     key=...)``). A trailing ``end_token`` is dropped first, as degen drops GPT-2's end token.
     """
-    if (
-        isinstance(max_phrase_len, bool)
-        or not isinstance(max_phrase_len, Integral)
-        or max_phrase_len < 1
-    ):
-        raise out_of_range("max_phrase_len", max_phrase_len, "an integer >= 1")
+    check_count("max_phrase_len", max_phrase_len, 1)
     tokens = _strip_end(tokens, end_token)
     best_len, best_copies = 1, 0
     for phrase_len in range(1, min(max_phrase_len, len(tokens)) + 1):

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from numbers import Integral
 
 import torch
 
-from ..errors import DecodingLabError, out_of_range
+from ..errors import DecodingLabError, check_count, out_of_range
 
 
 @dataclass(frozen=True)
@@ -117,8 +116,7 @@ def probe_ids(
         raise DecodingLabError(
             f"sentence={sentence!r} is empty; allowed: a text with at least one token"
         )
-    if isinstance(repeats, bool) or not isinstance(repeats, Integral) or repeats < 1:
-        raise out_of_range("repeats", repeats, "an integer repeats >= 1")
+    check_count("repeats", repeats, 1)
     if not isinstance(prefix, str):
         raise DecodingLabError(
             f"prefix of type {type(prefix).__name__} is not supported; allowed: a str"

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
-from numbers import Integral, Real
 
-from ...errors import out_of_range
+from ...errors import check_count, check_range
 from ..loops import Span
 
 KINDS = ("exact", "near", "template")
@@ -63,13 +62,10 @@ class LoopRule:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("similarity", "block_similarity"):
-                if (isinstance(value, bool) or not isinstance(value, Real)
-                        or not 0 < value <= 1):
-                    raise out_of_range(f.name, value, "a number in (0, 1]")
+                check_range(f.name, value, 0, 1, low_open=True)
                 continue
             low = 2 if f.name.startswith("min_cycles") else 0 if f.name == "max_trailing_words" else 1
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
-                raise out_of_range(f.name, value, f"an integer {f.name} >= {low}")
+            check_count(f.name, value, low)
 
 
 @dataclass(frozen=True)
