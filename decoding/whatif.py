@@ -67,8 +67,14 @@ def whatif_config(recorded: dict, **changes) -> DecodingConfig:
     return DecodingConfig(strategy="sample", xtc_probability=0.0, **knobs)
 
 
-def whatif_step(step: StepTrace, config: DecodingConfig) -> StepTrace:
+def whatif_step(step: StepTrace, config: DecodingConfig, run: DecodingConfig | None = None) -> StepTrace:
     """``step`` re-run through ``config``'s sampling stages.
+
+    ``run``: the run's own what-if config (``whatif_config(generation.config)``). When ``config``
+    is it, the recorded chain is the what-if's and the recomputation is not exact, the result is
+    the record itself (exact by construction, ``extra["recorded"]``): with a temperature other
+    than 1 and no truncation the final distribution depends on the whole tail's shape, which
+    only the run itself saw.
 
     Returns a ``StepTrace`` over the same candidates (raw order) whose first stage is the
     distribution the sampling stages received (``"raw"`` or ``"after <last penalty>"``),
@@ -78,15 +84,17 @@ def whatif_step(step: StepTrace, config: DecodingConfig) -> StepTrace:
     ``recorded_mass`` and ``whatif_input_stage``.
     """
     base = input_stage(step)
+    chain = Chain(build_chain(config, eos_ids=[]))
     logp = _input_logprobs(step, base)
     tails = tail_completions(step, base)
-    chain = Chain(build_chain(config, eos_ids=[]))
     runs = [_run(chain, logp, tail) for tail in tails]
     logprobs, kept, tail_kept = runs[0]
     n = len(step.candidates)
     exact = _agree(runs, n, len(tails[0]))
     if not tails[0].numel() and step.vocab_size == 0:
         exact = top_n_mass(step) >= 1 - AGREE          # an old trace that holds everything
+    if not exact and run is not None and config == run and list(chain.names[1:]) == list(step.stages[base + 1:]):
+        return _recorded(step, base)
     probs = torch.stack([lp[:n].exp() for lp in logprobs], dim=1).tolist()   # (candidates, stages)
     kept_flags = torch.stack([k[:n] for k in kept], dim=1).tolist()
     names = list(chain.names)
@@ -103,6 +111,19 @@ def whatif_step(step: StepTrace, config: DecodingConfig) -> StepTrace:
         kept_count=int(kept[-1].sum()),
         extra={"whatif_input_stage": step.stages[base], "exact": bool(exact),
                "tail_kept": tail_kept, "recorded_mass": top_n_mass(step)})
+
+
+def _recorded(step: StepTrace, base: int) -> StepTrace:
+    """The what-if of the run's own settings: the recorded stages from the sampling stages' input
+    on (the layout ``whatif_step`` returns)."""
+    names = ["raw" if base == 0 else f"after {step.stages[base]}"] + list(step.stages[base + 1:])
+    candidates = [dataclasses.replace(c, probs=list(c.probs[base:]), kept=list(c.kept[base:]))
+                  for c in step.candidates]
+    kept = sum(c.kept[-1] for c in step.candidates)
+    return dataclasses.replace(
+        step, stages=names, candidates=candidates,
+        extra={"whatif_input_stage": step.stages[base], "exact": True, "recorded": True,
+               "tail_kept": max(0, step.kept_count - kept), "recorded_mass": top_n_mass(step)})
 
 
 def _agree(runs: list, n: int, tail_size: int) -> bool:

@@ -164,6 +164,30 @@ def test_whatif_says_approximate_only_beyond_the_record(tiny):
     assert [by_id[c.token_id] for c in top5] == pytest.approx(expected.tolist(), abs=1e-5)
 
 
+@pytest.mark.parametrize("settings", OWN_SETTINGS + [dict(temperature=0.7), dict(temperature=1.4, top_k=0)],
+                         ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()))
+def test_whatif_told_the_runs_own_settings_gives_the_run_itself(tiny, settings):
+    """With ``run=`` and the run's own settings the what-if is exact everywhere: recomputed where
+    the record allows, else the record itself (no stage cuts at T != 1: the recomputation cannot
+    know the tail's shape). Other settings are always recomputed."""
+    gen = generate(tiny, "The cat", DecodingConfig(strategy="sample", max_new_tokens=4, seed=3, **settings))
+    own = whatif_config(gen.config)
+    uncut_hot = gen.config["temperature"] != 1.0 and all(s.kept_count == tiny.vocab_size for s in gen.steps)
+    for step in gen.steps:
+        again = whatif_step(step, own, run=own)
+        j = input_stage(step)
+        assert again.extra["exact"] and again.kept_count == step.kept_count
+        assert again.extra.get("recorded", False) == (not whatif_step(step, own).extra["exact"])
+        assert again.prob_final == pytest.approx(step.prob_final, abs=1e-5)
+        assert [c.probs[-1] for c in again.candidates] == pytest.approx([c.probs[-1] for c in step.candidates],
+                                                                        abs=1e-5)
+        assert again.stages[1:] == step.stages[j + 1:]
+        if uncut_hot:
+            assert again.extra["recorded"]
+        other = whatif_step(step, whatif_config(gen.config, temperature=0.5), run=own)
+        assert "recorded" not in other.extra
+
+
 def test_no_truncation_keeps_the_whole_tail_exactly_and_a_hotter_one_does_not(tiny):
     greedy = generate(tiny, "The cat", DecodingConfig(max_new_tokens=2))
     step = greedy.steps[0]

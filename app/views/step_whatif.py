@@ -75,6 +75,9 @@ def exactness_note(step: StepTrace, result: StepTrace) -> str:
     """One line: exact, or approximate and why (the settings reach past the recorded tokens)."""
     recorded = len(step.candidates)
     mass = result.extra.get("recorded_mass", top_n_mass(step))
+    if result.extra.get("recorded"):
+        return ("**Exact**: the run's own settings, so these are the run's own recorded "
+                "distributions; no model call.")
     if result.extra.get("exact") and result.extra.get("tail_kept"):
         return (f"**Exact**: these settings cut nothing and keep the distribution as it was; the "
                 f"{recorded} recorded tokens hold {mass:.1%} of it, the rest is kept whole; no "
@@ -98,7 +101,7 @@ def whatif_panel(generation: Generation, step: StepTrace, top_n: int) -> None:
     except DecodingLabError as exc:
         st.error(str(exc))
         return
-    result = whatif_step(step, config)
+    result = whatif_step(step, config, run=whatif_config(generation.config))
     st.markdown(exactness_note(step, result))
     recorded_chain = " → ".join(step.stages)
     st.caption(f"Recorded chain: {recorded_chain}  ·  what-if chain ({changes['processor_order']} "
