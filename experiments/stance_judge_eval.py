@@ -43,6 +43,11 @@ VARIANTS = {
 # Measured and dropped (first sweep, 264 answers: 132 dev / 132 test): the likelihood family
 # alone labelled almost everything neutral (test recall support 0.00, oppose 0.06), and adding
 # it to the context features changed no test number; it costs two extra forwards per answer.
+# Also measured and dropped (session 7, 444 answers): the context states pooled over the answer's
+# first 8 or 16 tokens only (where "No, …" verdicts to yes/no questions sit), added to
+# context+verdict and tuned on dev as below. Dev min side recall 0.75 / 0.78 vs 0.78 for the shipped
+# judge, so dev prefers the shipped one; on test the 8-token version was one answer apart per side
+# (support 0.68 vs 0.70, oppose 0.65 vs 0.59, κ 0.43 vs 0.39), i.e. within noise.
 
 
 def prepared(lm: LM, config: StanceConfig) -> tuple[list, list, np.ndarray, np.ndarray]:
