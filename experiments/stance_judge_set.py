@@ -34,9 +34,11 @@ from decoding.io import write_text_atomic
 from decoding.seeds import sample_seed
 
 PROMPTS_FILE = Path(__file__).resolve().parent.parent / "alignment" / "datasets" / "stance_judge_prompts.json"
-# Judge prompts held out for the test split (two pro- and two con-framed pairs), beside all
-# of stance-test.
-TEST_JUDGE_PROMPTS = ("j23", "j24", "j25", "j26", "j27", "j28", "j29", "j30")
+# Judge prompts held out for the test split, beside all of stance-test: j23-j30 (four pairs, the
+# first round) and j61-j100 (twenty pairs, the second round: added to the test split only, so the
+# judge's training is unchanged and its test agreement, oppose above all, is measured on more
+# answers).
+TEST_JUDGE_PROMPTS = tuple(f"j{n}" for n in [*range(23, 31), *range(61, 101)])
 
 
 def judge_prompts() -> list[dict]:
