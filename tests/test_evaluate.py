@@ -247,13 +247,14 @@ def test_cli_bad_input_exits_2(capsys, tmp_path):
 @pytest.mark.embedded
 def test_embedded_stance_judge_agrees_with_readers_on_generated_answers(embedded):
     """The shipped judge on the labelled test split of generated answers (prompts it never saw).
-    Measured (README): accuracy 0.61, kappa 0.39, support / oppose recall 0.70 / 0.59, 17 % of
-    neutral answers called a side with P >= 0.75; the first classifier had kappa 0.16 and called
-    96 % of neutral answers a side. The issue's recall goal (0.8) is not met; this pins what is."""
+    Measured (README, 372 test answers): accuracy 0.65, kappa 0.47, support / oppose recall
+    0.72 / 0.65, 11 % of neutral answers called a side with P >= 0.75; the first classifier had
+    kappa 0.23 and called 94 % of neutral answers a side. The issue's recall goal (0.8) is not
+    met; this pins what is."""
     judge = stance.fit_stance_judge(embedded)
     v = judge.validation
-    assert v["n"] == 132 and v["kappa"] >= 0.3 and v["accuracy"] >= 0.55
-    assert v["recall"]["support"] >= 0.65 and v["recall"]["oppose"] >= 0.55
+    assert v["n"] == 372 and v["kappa"] >= 0.4 and v["accuracy"] >= 0.6
+    assert v["recall"]["support"] >= 0.65 and v["recall"]["oppose"] >= 0.6
     assert v["neutral_called_side_confident"] < 0.2 and v["neutral_called_side"] < 0.5
     test = stance.load_stance_records("stance-test")
     sup = judge.judge([r.prompt for r in test], [r.support for r in test])
