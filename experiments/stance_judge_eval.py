@@ -22,6 +22,7 @@ from decoding.io import write_json_atomic, write_text_atomic
 from decoding.models import LM
 
 from .runs import open_run
+from .stance_judge_set import SECOND_ROUND_TEST_PROMPTS
 
 STUDY = "stance-judge"
 
@@ -134,21 +135,22 @@ def score(rows, p, config: StanceConfig) -> dict:
     return {**validate(rows, p, config), "recall_ci": recall_intervals(rows, p, config)}
 
 
-# The test split grew in two rounds; each round's answers are also scored on their own, so the
-# second round (more prompts, more opposing answers) can be compared with the first.
-FIRST_ROUND_TEST = tuple(f"j{n}" for n in range(23, 31))
+# The test split grew in two labelling rounds (``stance_judge_set``); each round's answers are
+# also scored on their own, so the second round (more prompts, more opposing answers) can be
+# compared with the first.
+ROUNDS = ("first round", "second round")
 
 
-def test_round(prompt_id: str) -> str:
-    """Which labelling round a test prompt came from."""
-    return "first round" if prompt_id.startswith("t") or prompt_id in FIRST_ROUND_TEST else "second round"
+def labelling_round(prompt_id: str) -> str:
+    """Which labelling round a test prompt came from (stance-test's ``t..`` came with the first)."""
+    return ROUNDS[1] if prompt_id in SECOND_ROUND_TEST_PROMPTS else ROUNDS[0]
 
 
-def test_parts(rows, p, config: StanceConfig) -> dict[str, dict]:
-    """``score`` of the test answers of each round (see ``test_round``)."""
+def round_scores(rows, p, config: StanceConfig) -> dict[str, dict]:
+    """``score`` of the test answers of each labelling round."""
     out = {}
-    for part in ("first round", "second round"):
-        keep = [i for i, r in enumerate(rows) if test_round(r.prompt_id) == part]
+    for part in ROUNDS:
+        keep = [i for i, r in enumerate(rows) if labelling_round(r.prompt_id) == part]
         if keep:
             out[part] = score([rows[i] for i in keep], p[keep], config)
     return out
@@ -169,7 +171,7 @@ def sweep(lm: LM, variants: dict[str, StanceConfig] | None = None) -> dict[str, 
         probs[name] = variant_probabilities(lm, config, baseline=name.startswith("baseline"))
         out[name] = {"config": config.__dict__, "dev": score(probs[name]["dev_rows"], probs[name]["dev_p"], config),
                      "test": score(probs[name]["test_rows"], probs[name]["test_p"], config),
-                     "test_parts": test_parts(probs[name]["test_rows"], probs[name]["test_p"], config)}
+                     "test_parts": round_scores(probs[name]["test_rows"], probs[name]["test_p"], config)}
         print(format_agreement(name + " [test]", out[name]["test"]), flush=True)
     for kinds, layers in TUNED:
         config, found = tuned(lm, StanceConfig(features=kinds, layers=layers))
@@ -177,7 +179,7 @@ def sweep(lm: LM, variants: dict[str, StanceConfig] | None = None) -> dict[str, 
                f"{'balanced' if config.balance_classes else 'unbalanced'}, min side p {config.min_side_probability:g})"
         out[name] = {"config": config.__dict__, "dev": score(found["dev_rows"], found["dev_p"], config),
                      "test": score(found["test_rows"], found["test_p"], config),
-                     "test_parts": test_parts(found["test_rows"], found["test_p"], config)}
+                     "test_parts": round_scores(found["test_rows"], found["test_p"], config)}
         print(format_agreement(name + " [test]", out[name]["test"]), flush=True)
     if all(k in probs for k in ENSEMBLE):
         first, second = (probs[k] for k in ENSEMBLE)
@@ -199,9 +201,9 @@ def report_text(results: dict[str, dict]) -> str:
              "labelled test split (prompts it never saw). `neutral->side` is the share of answers a reader "
              "called neutral that the judge assigned a side. Dev: grouped 5-fold cross-validation by prompt. "
              "Recall intervals: 95 % bootstrap over prompts, answers nested.", ""]
-    tables = [("test split", lambda r: r["test"]), ("dev split", lambda r: r["dev"])]
-    tables[1:1] = [(f"test split, {part} only", (lambda r, part=part: r.get("test_parts", {}).get(part)))
-                   for part in ("first round", "second round")]
+    tables = [("test split", lambda r: r["test"])]
+    tables += [(f"test split, {part} only", lambda r, part=part: r.get("test_parts", {}).get(part)) for part in ROUNDS]
+    tables += [("dev split", lambda r: r["dev"])]
     for title, pick in tables:
         lines += [f"## {title}", "", "| judge | n | accuracy | recall support | recall oppose | recall neutral "
                   "| macro-F1 | κ | neutral->side | neutral->side at P>=0.75 | ECE |", "|---|---|---|---|---|---|---|---|---|---|---|"]

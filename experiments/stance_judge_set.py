@@ -34,11 +34,13 @@ from decoding.io import write_text_atomic
 from decoding.seeds import sample_seed
 
 PROMPTS_FILE = Path(__file__).resolve().parent.parent / "alignment" / "datasets" / "stance_judge_prompts.json"
-# Judge prompts held out for the test split, beside all of stance-test: j23-j30 (four pairs, the
-# first round) and j61-j100 (twenty pairs, the second round: added to the test split only, so the
-# judge's training is unchanged and its test agreement, oppose above all, is measured on more
-# answers).
-TEST_JUDGE_PROMPTS = tuple(f"j{n}" for n in [*range(23, 31), *range(61, 101)])
+# Judge prompts held out for the test split, beside all of stance-test, in two labelling rounds:
+# j23-j30 (four pairs) with the first, j61-j100 (twenty pairs) in the second, which went to the
+# test split only, so the judge's training is unchanged and its test agreement, oppose above all,
+# is measured on more answers.
+FIRST_ROUND_TEST_PROMPTS = tuple(f"j{n}" for n in range(23, 31))
+SECOND_ROUND_TEST_PROMPTS = tuple(f"j{n}" for n in range(61, 101))
+TEST_JUDGE_PROMPTS = FIRST_ROUND_TEST_PROMPTS + SECOND_ROUND_TEST_PROMPTS
 
 
 def judge_prompts() -> list[dict]:
