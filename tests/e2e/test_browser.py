@@ -458,7 +458,11 @@ def test_alignment_page_flips_click_and_realign_slider(tiny_with_adapter):
             assert diff.locator(".first").count() == 1                  # the first-divergence badge
 
         # A flip button opens its step; the overlay is then drawn on an axis fitted to its bars.
+        # The pills can be drawn a moment after the text below them (CI once counted none and then
+        # waited for the "agree" caption in vain), so wait for one of the two before choosing.
         flips = page.locator("[data-testid='stButtonGroup'] button")
+        agree = page.get_by_text("agree at every step")
+        flips.or_(agree).first.wait_for(timeout=30_000)
         if flips.count():
             label = flips.first.inner_text()
             step = int(label.split(":")[0])
@@ -467,7 +471,7 @@ def test_alignment_page_flips_click_and_realign_slider(tiny_with_adapter):
             wait_idle(page)
             assert page.get_by_text("argmax differs").count() >= 1
         else:
-            page.get_by_text("agree at every step").wait_for(timeout=10_000)
+            assert agree.count() == 1
         overlay = page.locator("[data-testid='stVegaLiteChart']").first
         values = [t for t in overlay.evaluate("c => [...c.querySelectorAll('text')].map(t => t.textContent)")
                   if t.endswith("%")]
