@@ -4,7 +4,11 @@ scored on the labelled test split (prompts it never saw), beside the first class
 features, references only, a neutral band) as the baseline; dev numbers are grouped
 cross-validation by prompt. The shipped default (``StanceConfig()``) is one of the rows.
 
-Writes ``runs/stance-judge/<time>/report.md`` and ``results.json``.
+A learning curve (``learning_curve``) then asks whether more labelled generations would help:
+out-of-fold agreement on every labelled answer against the number of generated prompts the
+judge trained on.
+
+Writes ``runs/stance-judge/<time>/report.md`` and ``results.json`` (``judges``, ``learning_curve``).
 """
 
 from __future__ import annotations
@@ -195,7 +199,82 @@ def sweep(lm: LM, variants: dict[str, StanceConfig] | None = None) -> dict[str, 
     return out
 
 
-def report_text(results: dict[str, dict]) -> str:
+# The learning curve: would more labelled generations make the judge better? Every labelled
+# generation (dev and test) is held out once in grouped folds by prompt; each fold trains on the
+# references plus a random ``fraction`` of the other folds' prompts. This is an analysis, not the
+# shipped judge's validation: the test split's answers train other folds' judges here.
+CURVE_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+CURVE_REPEATS = 3
+CURVE_FOLDS = 10
+
+
+def curve_splits(groups: list, fraction: float, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(training, held-out) row indices of each grouped fold, the training prompts subsampled to
+    ``fraction`` of the rest (at least 2 prompts). No held-out prompt is ever in training."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction={fraction}; allowed: 0 < fraction <= 1")
+    rng = np.random.default_rng(seed)
+    out = []
+    for held in grouped_folds(groups, folds, 0):
+        out_prompts = {groups[i] for i in held}
+        pool = sorted({g for g in groups if g not in out_prompts})
+        keep = set(rng.choice(pool, size=max(2, round(fraction * len(pool))), replace=False).tolist())
+        out.append((np.array([i for i, g in enumerate(groups) if g in keep]), np.asarray(held)))
+    return out
+
+
+def learning_curve(x: np.ndarray, rows: list, config: StanceConfig, fractions=CURVE_FRACTIONS,
+                   repeats: int = CURVE_REPEATS, folds: int = CURVE_FOLDS) -> list[dict]:
+    """Out-of-fold agreement on every labelled generation against the number of generated
+    prompts the judge trained on (the references always train), averaged over ``repeats`` draws
+    of the training prompts (one draw at fraction 1). Rows ``split == "reference"`` train only."""
+    refs = np.array([i for i, r in enumerate(rows) if r.split == "reference"], dtype=int)
+    gen = np.array([i for i, r in enumerate(rows) if r.split != "reference"], dtype=int)
+    groups = [rows[i].prompt_id for i in gen]
+    out = []
+    for fraction in fractions:
+        runs, sizes = [], []
+        for rep in range(repeats if fraction < 1 else 1):
+            p = np.zeros((len(gen), len(config.classes)))
+            for train, held in curve_splits(groups, fraction, folds, rep):
+                fit = np.concatenate([refs, gen[train]])
+                fit_rows = [rows[i] for i in fit]
+                model = fit_model(x[fit], [r.label for r in fit_rows], row_weights(fit_rows, config), config)
+                p[held] = model.probabilities(x[gen[held]])
+                sizes.append(len({groups[i] for i in train}))
+            runs.append(validate([rows[i] for i in gen], p, config))
+        out.append({"fraction": fraction, "train_prompts": float(np.mean(sizes)), "draws": len(runs),
+                    "n": runs[0]["n"], "accuracy": float(np.mean([a["accuracy"] for a in runs])),
+                    "kappa": float(np.mean([a["kappa"] for a in runs])),
+                    "kappa_range": [float(min(a["kappa"] for a in runs)), float(max(a["kappa"] for a in runs))],
+                    "recall": {c: float(np.mean([a["recall"][c] or 0.0 for a in runs])) for c in LABELS}})
+    return out
+
+
+def shipped_curve(lm: LM) -> list[dict]:
+    """``learning_curve`` of the shipped configuration on the references + every labelled answer."""
+    config = StanceConfig()
+    train, test, x, xt = prepared(lm, config)
+    return learning_curve(np.concatenate([x, xt]), train + test, config)
+
+
+def curve_text(curve: list[dict]) -> list[str]:
+    lines = ["## Learning curve (analysis, not the shipped judge's validation)", "",
+             f"Every labelled generation held out once in {CURVE_FOLDS} folds grouped by prompt; each fold's "
+             "judge (the shipped configuration) trains on the references plus a random share of the other "
+             f"folds' prompts ({CURVE_REPEATS} draws below the full share, averaged). Test answers train "
+             "other folds' judges here, so these numbers are not the test split's.", "",
+             "| share | generated training prompts | n | accuracy | recall support | recall oppose | "
+             "recall neutral | κ (range over draws) |", "|---|---|---|---|---|---|---|---|"]
+    for c in curve:
+        r = c["recall"]
+        lines.append(f"| {c['fraction']:.2f} | {c['train_prompts']:.0f} | {c['n']} | {c['accuracy']:.2f} | "
+                     f"{r['support']:.2f} | {r['oppose']:.2f} | {r['neutral']:.2f} | {c['kappa']:.2f} "
+                     f"[{c['kappa_range'][0]:.2f}–{c['kappa_range'][1]:.2f}] |")
+    return lines + [""]
+
+
+def report_text(results: dict[str, dict], curve: list[dict] | None = None) -> str:
     lines = ["# Stance judge: agreement with readers on generated answers", "",
              "Each judge is fitted on the reference answers and the labelled dev split, and scored on the "
              "labelled test split (prompts it never saw). `neutral->side` is the share of answers a reader "
@@ -220,6 +299,8 @@ def report_text(results: dict[str, dict]) -> str:
                          f"{a['kappa']:.2f} | {'-' if side is None else f'{side:.2f}'} | "
                          f"{'-' if sure is None else f'{sure:.2f}'} | {a.get('ece', float('nan')):.2f} |")
         lines.append("")
+    if curve:
+        lines += curve_text(curve)
     return "\n".join(lines)
 
 
@@ -227,8 +308,9 @@ def run_stance_judge(root: str = "runs", model: str | None = None) -> str:
     lm = load_model(model)
     with open_run(STUDY, root, {"model": model or "embedded"}) as run:
         results = sweep(lm)
-        write_json_atomic(run.path / "results.json", results)
-        write_text_atomic(run.path / "report.md", report_text(results))
+        curve = shipped_curve(lm)
+        write_json_atomic(run.path / "results.json", {"judges": results, "learning_curve": curve})
+        write_text_atomic(run.path / "report.md", report_text(results, curve))
     return str(run.path)
 
 
