@@ -94,8 +94,10 @@ def serve_lab(log_path: Path | None = None, env: dict[str, str] | None = None,
 
 
 @contextlib.contextmanager
-def open_browser(width: int = 1500, height: int = 1000):
-    """A headless chromium page (Playwright, Debian's binary)."""
+def open_browser(width: int = 1500, height: int = 1000, evidence: Path | None = None):
+    """A headless chromium page (Playwright, Debian's binary). With ``evidence``, an error inside
+    the block first leaves ``evidence.png`` (the whole page) and ``evidence.txt`` (its script
+    state and text) behind, so a failure seen once in CI can be read afterwards."""
     from playwright.sync_api import sync_playwright
 
     executable = CHROMIUM if os.access(CHROMIUM, os.X_OK) else shutil.which("chromium")
@@ -104,9 +106,30 @@ def open_browser(width: int = 1500, height: int = 1000):
                                              headless=True)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
-            yield page
+            try:
+                yield page
+            except BaseException:
+                if evidence is not None:
+                    keep_evidence(page, evidence)
+                raise
         finally:
             browser.close()
+
+
+def keep_evidence(page, stem: Path) -> None:
+    """A screenshot and the text of ``page`` at ``stem``.png/.txt, the text also printed (pytest
+    shows a failing test's output, so CI's log keeps it); never raises (it runs while another
+    error is on its way)."""
+    try:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(stem.with_suffix(".png")), full_page=True, timeout=10_000)
+        state = page.locator("[data-testid='stApp']").first.get_attribute("data-test-script-state", timeout=5_000)
+        text = page.locator("body").inner_text(timeout=5_000)
+        found = f"url: {page.url}\nscript state: {state}\n\n{text}"
+        stem.with_suffix(".txt").write_text(found, encoding="utf-8")
+        print(f"failure evidence: {stem}.png/.txt; the page's text:\n{found[:4000]}")   # into CI's log
+    except Exception as exc:   # noqa: BLE001 - the original error matters more
+        print(f"no failure evidence at {stem}: {exc}")
 
 
 def wait_idle(page, timeout_ms: float = 120_000) -> None:

@@ -12,6 +12,7 @@ Skips, saying why, without playwright or chromium.
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from pathlib import Path
@@ -110,16 +111,36 @@ def metric(page, label: str) -> str:
     return box.locator("[data-testid='stMetricValue']").inner_text().strip()
 
 
+def failed_shot() -> Path:
+    """Where a failing test leaves its page (``open_browser(evidence=...)``): FAILED-<test>.png/.txt."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "unknown").split("::")[-1].split(" ")[0]
+    return SHOTS / f"FAILED-{test}"
+
+
+# The app while a script run is asked for or in progress.
+BUSY = "[data-testid='stApp']:not([data-test-script-state='notRunning'])"
+
+
 def set_number(page, label: str, value: int) -> None:
+    """Type ``value`` and wait for the rerun it causes. The rerun can start a moment after the
+    Enter, so a bare ``wait_idle`` may pass before it starts, and a click in that gap may be lost
+    (our best guess for one fresh-clone run whose answers never came after "Generate"). No rerun
+    (the value was already there) costs the 2 s wait."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError   # (skipped without it)
+
     box = page.locator(f"input[aria-label='{label}']").last
     box.fill(str(value))
     box.press("Enter")
+    try:
+        page.wait_for_selector(BUSY, timeout=2_000)
+    except PlaywrightTimeoutError:
+        pass
     wait_idle(page)
 
 
 def test_step_inspector_then_every_page(lab_url):
     started = time.monotonic()
-    with open_browser() as page:
+    with open_browser(evidence=failed_shot()) as page:
         page.goto(lab_url)
         page.get_by_role("heading", name="Step inspector").wait_for(timeout=120_000)
         wait_idle(page)
@@ -303,7 +324,7 @@ def test_train_page_runs_in_the_background_and_the_adapter_reaches_the_sidebar(t
     env = {"DECLAB_ADAPTERS_DIR": str(tmp_path / "adapters"),
            "DECLAB_TRAIN_JOBS_DIR": str(tmp_path / "jobs"), "HF_HUB_OFFLINE": "1"}
     with serve_lab(log_path=SHOTS / "streamlit-train.log", env=env, unset=("DECLAB_TINY_MODEL",)) as url, \
-            open_browser() as page:
+            open_browser(evidence=failed_shot()) as page:
         # A deep link: with the page modules in app/views/ (not a legacy pages/ folder beside
         # lab.py) st.navigation resolves /train directly, without a "Page not found" dialog.
         page.goto(f"{url}/train")
@@ -376,7 +397,7 @@ TREE_TEXT_JS = """() => {
 def test_beam_tree_stays_readable_at_20_steps_and_4_beams(lab_url):
     """Issue 17: a 20-step beam tree was scaled down to 4 px text. The default layout keeps the
     tree's text at >= 12 px on screen at 1440x900 and at 1280x720."""
-    with open_browser(width=1440, height=900) as page:
+    with open_browser(width=1440, height=900, evidence=failed_shot()) as page:
         page.goto(f"{lab_url}/beam-explorer")
         page.get_by_role("heading", name="Beam explorer").wait_for(timeout=120_000)
         wait_idle(page)
@@ -436,7 +457,7 @@ def test_alignment_page_flips_click_and_realign_slider(tiny_with_adapter):
     SHOTS.mkdir(parents=True, exist_ok=True)
     env = {"DECLAB_ADAPTERS_DIR": str(adapters), "HF_HUB_OFFLINE": "1"}
     with serve_lab(log_path=SHOTS / "streamlit-alignment.log", env=env, unset=("DECLAB_TINY_MODEL",)) as url, \
-            open_browser(width=1440, height=900) as page:
+            open_browser(width=1440, height=900, evidence=failed_shot()) as page:
         page.goto(f"{url}/alignment")
         page.get_by_role("heading", name="Alignment × decoding").wait_for(timeout=120_000)
         wait_idle(page)
@@ -521,3 +542,23 @@ def test_alignment_page_flips_click_and_realign_slider(tiny_with_adapter):
         grid.scroll_into_view_if_needed()
         page.set_viewport_size({"width": 1280, "height": 720})
         shot(page, "42-alignment-1280x720")
+
+
+def test_a_failing_browser_block_leaves_its_page_behind(tmp_path, capsys):
+    """``open_browser(evidence=...)``: an error inside the block leaves a screenshot and the
+    page's text (also printed, for CI's log), and the error itself still propagates."""
+    reason = browser_missing()
+    if reason:
+        pytest.skip(f"no browser test: {reason}")
+    stem = tmp_path / "FAILED-example"
+    with pytest.raises(RuntimeError, match="the test's own error"):
+        with open_browser(evidence=stem) as page:
+            page.set_content("<div data-testid='stApp' data-test-script-state='running'>half-drawn page</div>")
+            raise RuntimeError("the test's own error")
+    assert stem.with_suffix(".png").stat().st_size > 0
+    text = stem.with_suffix(".txt").read_text(encoding="utf-8")
+    assert "script state: running" in text and "half-drawn page" in text
+    assert "half-drawn page" in capsys.readouterr().out
+    with open_browser(evidence=tmp_path / "FAILED-none") as page:    # no error: nothing left
+        page.set_content("<p>fine</p>")
+    assert not list(tmp_path.glob("FAILED-none*"))
