@@ -312,15 +312,18 @@ def test_train_page_runs_in_the_background_and_the_adapter_reaches_the_sidebar(t
         pytest.skip(f"no browser test: {reason}")
     import json
 
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
     from tests.tiny import tiny_model, tiny_tokenizer
 
     SHOTS.mkdir(parents=True, exist_ok=True)
     model_dir = tmp_path / "tiny-model"
     tiny_model().save_pretrained(model_dir)
     tiny_tokenizer().save_pretrained(model_dir)
-    data = tmp_path / "pairs.json"
-    data.write_text(json.dumps([{"id": i, "prompt": f"Is topic {i} good?", "support": f"Yes, topic {i} helps.",
-                                 "oppose": f"No, topic {i} hurts."} for i in range(16)]))
+    data, long_data = tmp_path / "pairs.json", tmp_path / "pairs-long.json"
+    for file, n in ((data, 16), (long_data, 160)):
+        file.write_text(json.dumps([{"id": i, "prompt": f"Is topic {i} good?", "support": f"Yes, topic {i} helps.",
+                                     "oppose": f"No, topic {i} hurts."} for i in range(n)]))
     env = {"DECLAB_ADAPTERS_DIR": str(tmp_path / "adapters"),
            "DECLAB_TRAIN_JOBS_DIR": str(tmp_path / "jobs"), "HF_HUB_OFFLINE": "1"}
     with serve_lab(log_path=SHOTS / "streamlit-train.log", env=env, unset=("DECLAB_TINY_MODEL",)) as url, \
@@ -367,14 +370,31 @@ def test_train_page_runs_in_the_background_and_the_adapter_reaches_the_sidebar(t
         page.keyboard.press("Escape")
         assert [p.name for p in (tmp_path / "jobs").iterdir()] == ["e2e-tiny"]   # the double click
 
-        # A long run, stopped: shown as stopped, not failed.
+        # A long run, stopped: shown as stopped, not failed. Long: 160 pairs x 20 epochs (400
+        # steps), so that it is still running however late the Stop lands (16 pairs x 20 epochs
+        # took 12 s, start-up included, and once finished before its Stop got through).
+        path.fill(str(long_data))
+        path.press("Enter")
+        page.get_by_text("160 records, course format").wait_for(timeout=30_000)
+        wait_idle(page)
         set_number(page, "epochs", 20)
         name.fill("e2e-stop")
         name.press("Enter")
         wait_idle(page)
         page.get_by_role("button", name="Start training").click()
         page.get_by_text("e2e-stop").first.wait_for(timeout=30_000)
-        page.get_by_role("button", name="Stop").first.click()
+        # The run's own Stop, in the page (not a Stop of Streamlit's status widget). The button
+        # sits in the polling fragment: a click that lands while the fragment reruns can be
+        # dropped by Streamlit, so click again, as a user would, until the stop is acknowledged.
+        stop = page.locator("[data-testid='stMain']").get_by_role("button", name="Stop").first
+        acknowledged = page.get_by_text(re.compile(r"^Stopping e2e-stop|^Stopped on request")).first
+        for _ in range(3):
+            stop.click()
+            try:
+                acknowledged.wait_for(timeout=5_000)
+                break
+            except PlaywrightTimeoutError:
+                continue
         page.get_by_text("Stopped on request; no adapter was written.").wait_for(timeout=120_000)
         assert page.get_by_text(re.compile(r"e2e-stop · failed")).count() == 0
         shot(page, "22-train-stopped")
