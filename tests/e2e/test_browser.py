@@ -121,21 +121,25 @@ def failed_shot() -> Path:
 BUSY = "[data-testid='stApp']:not([data-test-script-state='notRunning'])"
 
 
-def set_number(page, label: str, value: int) -> None:
-    """Type ``value`` and wait for the rerun it causes. The rerun can start a moment after the
-    Enter, so a bare ``wait_idle`` may pass before it starts, and a click in that gap may be lost
-    (our best guess for one fresh-clone run whose answers never came after "Generate"). No rerun
-    (the value was already there) costs the 2 s wait."""
+def settle(page) -> None:
+    """Wait for the rerun an input just caused. The rerun can start a moment after the key
+    press, so a bare ``wait_idle`` may pass before it starts; a click in that gap can then be
+    lost, or its run cut short by the late rerun (seen under load: a grid left at "1 of 4 cells
+    done" after Ctrl+Enter in its specs and a click on "Run the grid"). No rerun costs 2 s."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeoutError   # (skipped without it)
 
-    box = page.locator(f"input[aria-label='{label}']").last
-    box.fill(str(value))
-    box.press("Enter")
     try:
         page.wait_for_selector(BUSY, timeout=2_000)
     except PlaywrightTimeoutError:
         pass
     wait_idle(page)
+
+
+def set_number(page, label: str, value: int) -> None:
+    box = page.locator(f"input[aria-label='{label}']").last
+    box.fill(str(value))
+    box.press("Enter")
+    settle(page)
 
 
 def test_step_inspector_then_every_page(lab_url):
@@ -218,7 +222,7 @@ def test_step_inspector_then_every_page(lab_url):
         shown = range_input(page, "Tokens shown")
         shown.focus()
         shown.press("End")                                  # 20: the nucleus ends among them more often
-        wait_idle(page)
+        settle(page)
         page.wait_for_function("""() => document.querySelectorAll(
             "[data-testid='stVegaLiteChart']")[0].querySelectorAll("[aria-roledescription='bar']").length == 40""",
             timeout=30_000)                                  # 2 panels x 20 tokens, redrawn
@@ -337,20 +341,20 @@ def test_train_page_runs_in_the_background_and_the_adapter_reaches_the_sidebar(t
         model = page.locator("input[aria-label='Model']")
         model.fill(str(model_dir))
         model.press("Enter")
-        wait_idle(page)
+        settle(page)
         page.locator("[data-testid='stSelectbox']").filter(has_text="dataset").locator("input").first.click()
         page.get_by_role("option", name="a file path…").click()
         wait_idle(page)
         path = page.locator("input[aria-label='Dataset file']")
         path.fill(str(data))
         path.press("Enter")
-        wait_idle(page)
+        settle(page)
         page.get_by_text("16 records, course format").wait_for(timeout=30_000)
         set_number(page, "epochs", 2)
         name = page.locator("input[aria-label='Adapter name']")
         name.fill("e2e-tiny")
         name.press("Enter")
-        wait_idle(page)
+        settle(page)
         started = time.monotonic()
         page.get_by_role("button", name="Start training").dblclick()     # one run, not two
         page.get_by_text("e2e-tiny").first.wait_for(timeout=30_000)
@@ -380,7 +384,7 @@ def test_train_page_runs_in_the_background_and_the_adapter_reaches_the_sidebar(t
         set_number(page, "epochs", 20)
         name.fill("e2e-stop")
         name.press("Enter")
-        wait_idle(page)
+        settle(page)
         page.get_by_role("button", name="Start training").click()
         page.get_by_text("e2e-stop").first.wait_for(timeout=30_000)
         # The run's own Stop, in the page (not a Stop of Streamlit's status widget). The button
@@ -473,6 +477,10 @@ def test_alignment_page_flips_click_and_realign_slider(tiny_with_adapter):
     reason = browser_missing()
     if reason:
         pytest.skip(f"no browser test: {reason}")
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    from alignment.data import load_stance_records
+
     model_dir, adapters = tiny_with_adapter
     SHOTS.mkdir(parents=True, exist_ok=True)
     env = {"DECLAB_ADAPTERS_DIR": str(adapters), "HF_HUB_OFFLINE": "1"}
@@ -487,6 +495,18 @@ def test_alignment_page_flips_click_and_realign_slider(tiny_with_adapter):
         page.get_by_text(re.compile(r"^Using: .*tiny-model$")).wait_for(timeout=30_000)
         wait_idle(page)
         set_number(page, "max_new_tokens", 12)
+        # The prompt box starts with the first held-out prompt. Seen under load only: the box was
+        # drawn empty at first, and once it was still empty at "Generate" ("The prompt is empty").
+        # Give it a moment, then type the prompt as a user would, and say so.
+        box = page.locator("textarea[aria-label='Prompt']")
+        try:
+            page.wait_for_function("""() => document.querySelector("textarea[aria-label='Prompt']").value.length > 0""",
+                                   timeout=10_000)
+        except PlaywrightTimeoutError:
+            print("the prompt box was still empty: typing the held-out prompt")
+            box.fill(load_stance_records("stance-test")[0].prompt)
+            box.press("Control+Enter")
+            settle(page)
         page.get_by_role("button", name="Generate with every model").click()
         page.get_by_text("Per-step shift along the adapter's answer").wait_for(timeout=180_000)
         wait_idle(page)
@@ -549,6 +569,7 @@ def test_alignment_page_flips_click_and_realign_slider(tiny_with_adapter):
         specs = page.locator("textarea[aria-label='Decodings (one spec per line)']")
         specs.fill("greedy\nsample:top_p=0.9")
         specs.press("Control+Enter")
+        settle(page)
         tables = page.locator("[data-testid='stDataFrame']")
         before = tables.count()                                   # the answers, the speculative view
         page.get_by_role("button", name="Run the grid on this prompt").click()
