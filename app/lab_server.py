@@ -133,5 +133,7 @@ def keep_evidence(page, stem: Path) -> None:
 
 
 def wait_idle(page, timeout_ms: float = 120_000) -> None:
-    """Wait until no script run (full or fragment) is in progress."""
+    """Wait until no script run (full or fragment) is in progress. Idle is not drawn: the
+    frontend draws some components a few hundred ms after the run ends, so wait for the element
+    you need as well."""
     page.wait_for_selector(IDLE, timeout=timeout_ms)

@@ -495,9 +495,10 @@ def test_alignment_page_flips_click_and_realign_slider(tiny_with_adapter):
         page.get_by_text(re.compile(r"^Using: .*tiny-model$")).wait_for(timeout=30_000)
         wait_idle(page)
         set_number(page, "max_new_tokens", 12)
-        # The prompt box starts with the first held-out prompt. Seen under load only: the box was
-        # drawn empty at first, and once it was still empty at "Generate" ("The prompt is empty").
-        # Give it a moment, then type the prompt as a user would, and say so.
+        # The prompt box starts with the first held-out prompt, but Streamlit draws a page's
+        # components a moment after its run ends: polled every 50 ms under load, the box's value
+        # arrived ~0.45 s after "notRunning", and once the test's quick inputs sent the empty box
+        # back ("The prompt is empty" at Generate). Wait for it; failing that, type it and say so.
         box = page.locator("textarea[aria-label='Prompt']")
         try:
             page.wait_for_function("""() => document.querySelector("textarea[aria-label='Prompt']").value.length > 0""",
