@@ -5,7 +5,8 @@ the browser latency benchmark share this).
 ``/_stcore/health`` answers ``ok`` (the check Streamlit's own e2e fixture uses), and stops the
 whole process group afterwards. ``open_browser()`` launches Debian's ``chromium`` through
 Playwright without ``playwright install`` (no download). ``wait_idle()`` waits for the app's
-``data-test-script-state`` to be ``notRunning``: every rerun, full or fragment, has finished.
+``data-test-script-state`` to be ``notRunning``: every rerun, full or fragment, has finished;
+``settle()`` first waits for the rerun an input has just asked for to start.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ LAB = ROOT / "app" / "lab.py"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+BUSY = "[data-testid='stApp']:not([data-test-script-state='notRunning'])"   # a run asked for or on
 
 
 def free_port() -> int:
@@ -137,3 +139,18 @@ def wait_idle(page, timeout_ms: float = 120_000) -> None:
     frontend draws some components a few hundred ms after the run ends, so wait for the element
     you need as well."""
     page.wait_for_selector(IDLE, timeout=timeout_ms)
+
+
+def settle(page, start_ms: float = 2_000) -> None:
+    """Wait for the rerun an input just caused, then for idle. The rerun can start a moment
+    after the key press, so a bare ``wait_idle`` may pass before it starts; a click in that gap
+    can then be lost, or its run cut short by the late rerun (seen under load: a grid left at
+    "1 of 4 cells done" after Ctrl+Enter in its specs and a click on "Run the grid"). No rerun
+    costs ``start_ms``."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
+
+    try:
+        page.wait_for_selector(BUSY, timeout=start_ms)
+    except PlaywrightTimeoutError:
+        pass
+    wait_idle(page)

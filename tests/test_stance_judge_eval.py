@@ -1,6 +1,7 @@
-"""The stance-judge study's split of the test answers into labelling rounds."""
+"""The stance-judge study: its labelling rounds and its learning curve."""
 
 import numpy as np
+import pytest
 
 from alignment.stance import LabelledAnswer, StanceConfig
 from experiments import stance_judge_eval as sje
@@ -36,12 +37,11 @@ def test_curve_splits_never_train_on_a_held_out_prompt():
 
 
 def test_curve_splits_refuse_a_bad_fraction():
-    import pytest
     with pytest.raises(ValueError, match="fraction=0"):
         sje.curve_splits(["a", "b"], 0, folds=2, seed=0)
 
 
-def _labelled(features, labels, prompts, split="dev"):
+def _labelled(labels, prompts, split="dev"):
     return [LabelledAnswer(f"g{i}", p, "q", "a", lab, split) for i, (lab, p) in enumerate(zip(labels, prompts))]
 
 
@@ -53,7 +53,7 @@ def test_learning_curve_learns_a_real_signal_and_cannot_memorise_prompts():
     y = [labels[i % 3] for i in range(n_prompts * per)]
     # A real signal: the label's one-hot plus noise. The judge learns it from any share of prompts.
     signal = np.eye(3)[[labels.index(v) for v in y]] * 3 + rng.normal(size=(len(y), 3))
-    rows = _labelled(signal, y, prompts)
+    rows = _labelled(y, prompts)
     curve = sje.learning_curve(signal, rows, StanceConfig(l2=1.0), fractions=(0.25, 1.0), repeats=2, folds=5)
     assert [c["fraction"] for c in curve] == [0.25, 1.0]
     assert curve[0]["train_prompts"] < curve[1]["train_prompts"] == 24
@@ -62,6 +62,6 @@ def test_learning_curve_learns_a_real_signal_and_cannot_memorise_prompts():
     # saw the held-out prompt would be perfect; a held-out one is at chance.
     y2 = [labels[(i // per) % 3] for i in range(n_prompts * per)]
     identity = np.eye(n_prompts)[[i // per for i in range(n_prompts * per)]]
-    curve = sje.learning_curve(identity, _labelled(identity, y2, prompts), StanceConfig(l2=1.0),
+    curve = sje.learning_curve(identity, _labelled(y2, prompts), StanceConfig(l2=1.0),
                                fractions=(1.0,), folds=5)
     assert curve[0]["kappa"] < 0.3

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from app.lab_server import browser_missing, open_browser, serve_lab, wait_idle
+from app.lab_server import browser_missing, open_browser, serve_lab, settle, wait_idle
 
 pytestmark = [pytest.mark.e2e, pytest.mark.embedded]
 
@@ -115,24 +115,6 @@ def failed_shot() -> Path:
     """Where a failing test leaves its page (``open_browser(evidence=...)``): FAILED-<test>.png/.txt."""
     test = os.environ.get("PYTEST_CURRENT_TEST", "unknown").split("::")[-1].split(" ")[0]
     return SHOTS / f"FAILED-{test}"
-
-
-# The app while a script run is asked for or in progress.
-BUSY = "[data-testid='stApp']:not([data-test-script-state='notRunning'])"
-
-
-def settle(page) -> None:
-    """Wait for the rerun an input just caused. The rerun can start a moment after the key
-    press, so a bare ``wait_idle`` may pass before it starts; a click in that gap can then be
-    lost, or its run cut short by the late rerun (seen under load: a grid left at "1 of 4 cells
-    done" after Ctrl+Enter in its specs and a click on "Run the grid"). No rerun costs 2 s."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeoutError   # (skipped without it)
-
-    try:
-        page.wait_for_selector(BUSY, timeout=2_000)
-    except PlaywrightTimeoutError:
-        pass
-    wait_idle(page)
 
 
 def set_number(page, label: str, value: int) -> None:
