@@ -125,10 +125,8 @@ def recall_intervals(rows, p, config: StanceConfig) -> dict[str, list[float]]:
     labels = decide(p, config)
     out = {}
     for c in LABELS:
-        groups: dict = {}
-        for r, lab in zip(rows, labels):
-            if r.label == c:
-                groups.setdefault(r.prompt_id, []).append(float(lab == c))
+        mine = [(r.prompt_id, lab == c) for r, lab in zip(rows, labels) if r.label == c]
+        groups = by_prompt([g for g, _ in mine], [v for _, v in mine])
         if groups:
             ci = bootstrap_mean(list(groups.values()))
             out[c] = [ci.low, ci.high]
@@ -231,7 +229,8 @@ def learning_curve(x: np.ndarray, rows: list, config: StanceConfig, fractions=CU
     refs = np.array([i for i, r in enumerate(rows) if r.split == "reference"], dtype=int)
     gen = np.array([i for i, r in enumerate(rows) if r.split != "reference"], dtype=int)
     groups = [rows[i].prompt_id for i in gen]
-    out = []
+    held_rows = [rows[i] for i in gen]
+    out, correct = [], []
     for fraction in fractions:
         runs, sizes = [], []
         for rep in range(repeats if fraction < 1 else 1):
@@ -242,12 +241,28 @@ def learning_curve(x: np.ndarray, rows: list, config: StanceConfig, fractions=CU
                 model = fit_model(x[fit], [r.label for r in fit_rows], row_weights(fit_rows, config), config)
                 p[held] = model.probabilities(x[gen[held]])
                 sizes.append(len({groups[i] for i in train}))
-            runs.append(validate([rows[i] for i in gen], p, config))
+            runs.append(validate(held_rows, p, config))
+            if rep == 0:   # the first draw's intervals, and its answers right or wrong for the gain
+                first_p = p
+        correct.append(np.array([lab == r.label for lab, r in zip(decide(first_p, config), held_rows)], dtype=float))
         out.append({"fraction": fraction, "train_prompts": float(np.mean(sizes)), "draws": len(runs),
+                    "recall_ci": recall_intervals(held_rows, first_p, config),
                     "n": runs[0]["n"], "accuracy": float(np.mean([a["accuracy"] for a in runs])),
                     "kappa": float(np.mean([a["kappa"] for a in runs])),
                     "kappa_range": [float(min(a["kappa"] for a in runs)), float(max(a["kappa"] for a in runs))],
                     "recall": {c: float(np.mean([a["recall"][c] or 0.0 for a in runs])) for c in LABELS}})
+    if len(out) > 1:   # paired by answer: the accuracy gain from the smallest share to the largest
+        gain = bootstrap_mean(list(by_prompt(groups, correct[-1] - correct[0]).values()))
+        out[-1]["accuracy_gain"] = {"from_fraction": out[0]["fraction"], "estimate": gain.estimate,
+                                    "low": gain.low, "high": gain.high}
+    return out
+
+
+def by_prompt(groups: list, values: np.ndarray) -> dict:
+    """``values`` gathered into one list per prompt (for the nested bootstrap)."""
+    out: dict = {}
+    for g, v in zip(groups, values):
+        out.setdefault(g, []).append(float(v))
     return out
 
 
@@ -264,13 +279,19 @@ def curve_text(curve: list[dict]) -> list[str]:
              "judge (the shipped configuration) trains on the references plus a random share of the other "
              f"folds' prompts ({CURVE_REPEATS} draws below the full share, averaged). Test answers train "
              "other folds' judges here, so these numbers are not the test split's.", "",
+             "Recall intervals: 95 % bootstrap over prompts, of the first draw.", "",
              "| share | generated training prompts | n | accuracy | recall support | recall oppose | "
              "recall neutral | κ (range over draws) |", "|---|---|---|---|---|---|---|---|"]
     for c in curve:
-        r = c["recall"]
-        lines.append(f"| {c['fraction']:.2f} | {c['train_prompts']:.0f} | {c['n']} | {c['accuracy']:.2f} | "
-                     f"{r['support']:.2f} | {r['oppose']:.2f} | {r['neutral']:.2f} | {c['kappa']:.2f} "
-                     f"[{c['kappa_range'][0]:.2f}–{c['kappa_range'][1]:.2f}] |")
+        r, ci = c["recall"], c.get("recall_ci", {})
+        cells = " | ".join(f"{r[k]:.2f}" + (f" [{ci[k][0]:.2f}–{ci[k][1]:.2f}]" if k in ci else "") for k in LABELS)
+        lines.append(f"| {c['fraction']:.2f} | {c['train_prompts']:.0f} | {c['n']} | {c['accuracy']:.2f} | {cells} | "
+                     f"{c['kappa']:.2f} [{c['kappa_range'][0]:.2f}–{c['kappa_range'][1]:.2f}] |")
+    gain = curve[-1].get("accuracy_gain")
+    if gain:
+        lines += ["", f"Accuracy gain from the {gain['from_fraction']:.2f} share to the {curve[-1]['fraction']:.2f} "
+                  f"share, paired by answer (first draws): {gain['estimate']:+.3f} [{gain['low']:+.3f}, "
+                  f"{gain['high']:+.3f}], 95 % bootstrap over prompts."]
     return lines + [""]
 
 

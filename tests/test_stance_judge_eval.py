@@ -58,6 +58,9 @@ def test_learning_curve_learns_a_real_signal_and_cannot_memorise_prompts():
     assert [c["fraction"] for c in curve] == [0.25, 1.0]
     assert curve[0]["train_prompts"] < curve[1]["train_prompts"] == 24
     assert curve[1]["kappa"] > 0.8 and curve[1]["n"] == len(y)
+    assert set(curve[1]["recall_ci"]) == set(labels)
+    gain = curve[1]["accuracy_gain"]                  # paired 0.25 -> 1.0, bootstrap over prompts
+    assert gain["from_fraction"] == 0.25 and gain["low"] <= gain["estimate"] <= gain["high"]
     # No signal but the prompt's identity, each prompt's answers sharing one label: a judge that
     # saw the held-out prompt would be perfect; a held-out one is at chance.
     y2 = [labels[(i // per) % 3] for i in range(n_prompts * per)]
