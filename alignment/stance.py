@@ -66,9 +66,10 @@ class StanceConfig:
     layers: str = field(default="0.33+0.67+1.0", metadata={
         "help": "which decoder layers' states to pool, as fractions of the depth joined by '+' "
                 "(1.0 = the last; several: their pooled states side by side)"})
-    l2: float = field(default=300.0, metadata={
-        "help": "L2 penalty on the weights (on standardised features), > 0"})
-    reference_weight: float = field(default=0.0, metadata={
+    l2: float = field(default=1000.0, metadata={
+        "help": "L2 penalty on the weights (on standardised features), > 0; the penalty is "
+                "l2 / (2n), so it weakens as the training set grows (tuned on dev)"})
+    reference_weight: float = field(default=0.5, metadata={
         "help": "weight of each reference answer relative to a labelled generation, >= 0 (0: the "
                 "references are not used when labelled generations are; tuned on dev)"})
     balance_classes: bool = field(default=True, metadata={
