@@ -37,7 +37,9 @@ PROMPTS_FILE = Path(__file__).resolve().parent.parent / "alignment" / "datasets"
 # Judge prompts held out for the test split, beside all of stance-test, in two labelling rounds:
 # j23-j30 (four pairs) with the first, j61-j100 (twenty pairs) in the second, which went to the
 # test split only, so the judge's training is unchanged and its test agreement, oppose above all,
-# is measured on more answers.
+# is measured on more answers. The third round (j101-j180, forty pairs) went to the dev split only
+# (every prompt not listed here is dev): the test split stays the same 372 answers, so the gain
+# from more training answers is measured on answers the judge was already scored on.
 FIRST_ROUND_TEST_PROMPTS = tuple(f"j{n}" for n in range(23, 31))
 SECOND_ROUND_TEST_PROMPTS = tuple(f"j{n}" for n in range(61, 101))
 TEST_JUDGE_PROMPTS = FIRST_ROUND_TEST_PROMPTS + SECOND_ROUND_TEST_PROMPTS

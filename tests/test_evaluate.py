@@ -247,14 +247,15 @@ def test_cli_bad_input_exits_2(capsys, tmp_path):
 @pytest.mark.embedded
 def test_embedded_stance_judge_agrees_with_readers_on_generated_answers(embedded):
     """The shipped judge on the labelled test split of generated answers (prompts it never saw).
-    Measured (README, 372 test answers): accuracy 0.65, kappa 0.47, support / oppose recall
-    0.72 / 0.65, 11 % of neutral answers called a side with P >= 0.75; the first classifier had
-    kappa 0.23 and called 94 % of neutral answers a side. The issue's recall goal (0.8) is not
-    met; this pins what is."""
+    Measured (README, 372 test answers, trained on 792 dev answers since the third labelling
+    round): accuracy 0.72, kappa 0.57, support / oppose recall 0.81 / 0.75, 6 % of neutral
+    answers called a side with P >= 0.75 (before the third round: 0.65, 0.47, 0.72 / 0.65); the
+    first classifier had kappa 0.23 and called 94 % of neutral answers a side. The issue's
+    recall goal (0.8 for both sides) is not met for oppose; this pins what is."""
     judge = stance.fit_stance_judge(embedded)
     v = judge.validation
-    assert v["n"] == 372 and v["kappa"] >= 0.4 and v["accuracy"] >= 0.6
-    assert v["recall"]["support"] >= 0.65 and v["recall"]["oppose"] >= 0.6
+    assert v["n"] == 372 and v["kappa"] >= 0.52 and v["accuracy"] >= 0.68
+    assert v["recall"]["support"] >= 0.76 and v["recall"]["oppose"] >= 0.7
     assert v["neutral_called_side_confident"] < 0.2 and v["neutral_called_side"] < 0.5
     test = stance.load_stance_records("stance-test")
     sup = judge.judge([r.prompt for r in test], [r.support for r in test])

@@ -16,6 +16,21 @@ def test_rounds_follow_the_prompt_ids():
     assert sje.labelling_round("j61") == sje.labelling_round("j100") == "second round"
 
 
+def test_shipped_judge_set_is_split_by_prompt_and_labelled():
+    """The labelled generations: every answer's prompt is a known judge or stance-test prompt
+    with the split ``judge_prompts`` gives it (so no prompt is on both sides), every label is one
+    of the three, and the third round (j101-j180) is development data only."""
+    from alignment.stance import LABELS, load_labelled_answers
+    from experiments.stance_judge_set import judge_prompts
+    split = {p["id"]: p["split"] for p in judge_prompts()}
+    rows = load_labelled_answers("stance-judge")
+    assert {r.label for r in rows} <= set(LABELS) and len({r.uid for r in rows}) == len(rows)
+    assert all(r.split == split[r.prompt_id] for r in rows)
+    third = [r for r in rows if r.prompt_id.startswith("j") and int(r.prompt_id[1:]) > 100]
+    assert len(third) == 480 and {r.split for r in third} == {"dev"}
+    assert sum(r.split == "test" for r in rows) == 372
+
+
 def test_each_round_is_scored_on_its_own_answers():
     rows = [_row("g1", "t01", "support"), _row("g2", "j24", "oppose"),
             _row("g3", "j61", "oppose"), _row("g4", "j62", "oppose")]
