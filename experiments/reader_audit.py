@@ -52,7 +52,7 @@ def load_audit(path: str | Path) -> list[dict]:
     return rows
 
 
-def by_prompt(rows: list[dict], model: str, decoding: str, who: str, stance: str) -> dict[str, list[float]]:
+def cell_groups(rows: list[dict], model: str, decoding: str, who: str, stance: str) -> dict[str, list[float]]:
     """1.0 / 0.0 per answer (``who`` = "label" for the readers, "judge"), grouped by prompt."""
     out: dict[str, list[float]] = {}
     for r in rows:
@@ -76,14 +76,14 @@ def audit(rows: list[dict], pairs=HW6_PAIRS) -> dict:
             cell = {"model": m, "decoding": d}
             for who, name in (("label", "readers"), ("judge", "judge")):
                 for stance in ("support", "oppose"):
-                    groups = by_prompt(rows, m, d, who, stance)
+                    groups = cell_groups(rows, m, d, who, stance)
                     if groups:
                         cell[f"{name}_{stance}"] = bootstrap_mean(list(groups.values())).to_dict()
             if len(cell) > 2:
                 out["cells"].append(cell)
         for a, b in pairs:
             for stance in ("support", "oppose"):
-                ga, gb = by_prompt(rows, a, d, "label", stance), by_prompt(rows, b, d, "label", stance)
+                ga, gb = cell_groups(rows, a, d, "label", stance), cell_groups(rows, b, d, "label", stance)
                 if ga and gb:
                     diff = bootstrap_difference(ga, gb)
                     out["differences"].append({"decoding": d, "first": a, "second": b, "stance": stance,
