@@ -34,6 +34,7 @@ from decoding.io import write_json_atomic, write_text_atomic
 from decoding.specs import parse_specs
 
 from . import alignment_kit as kit
+from . import reader_audit
 from .runs import open_run
 
 STUDY = "hw6"
@@ -174,8 +175,10 @@ def report(settings, rows, trained, preference, answers, judge, records) -> str:
              f"({settings.samples} samples per prompt); {settings.max_new_tokens} new tokens."
              + (" **Quick run: small and short, only comparison (a).**" if settings.quick else ""), "",
              judge_line(judge) + ". Intervals: 95 %, bootstrap over prompts with samples nested; a "
-             "difference is called a finding only when its interval excludes 0.", "",
-             "## Results", ""]
+             "difference is called a finding only when its interval excludes 0.", ""]
+    audit = reader_audit.audit_sentence()
+    lines += [audit, ""] if audit else []
+    lines += ["## Results", ""]
     lines += kit.md_table(rows, COLUMNS)
     lines += ["", "Training: " + "; ".join(f"{k}: {t.config.data_size} pairs × {t.config.epochs} epochs, "
                                              f"ratio {t.config.support_ratio}, {t.seconds:.0f} s, final "

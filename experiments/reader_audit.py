@@ -26,6 +26,7 @@ from alignment.agreement import agreement
 from alignment.bootstrap import bootstrap_difference, bootstrap_mean
 from alignment.stance import LABELS
 
+HW6_AUDIT = Path(__file__).resolve().parent.parent / "alignment" / "datasets" / "stance_hw6_audit.jsonl"
 # The course's comparisons in ``hw6`` (first minus second).
 HW6_PAIRS = (("ratio1", "ratio0"), ("ratio1", "epochs1"), ("ratio1", "pairs10"))
 FIELDS = ("prompt_id", "model", "decoding", "label", "judge")
@@ -112,6 +113,24 @@ def audit_text(result: dict) -> str:
         lines.append(f"- {d['decoding']}: {d['first']} − {d['second']}, {d['stance']}: {d['estimate'] * 100:+.0f} pp "
                      f"[{d['low'] * 100:+.0f}, {d['high'] * 100:+.0f}]")
     return "\n".join(lines)
+
+
+def audit_sentence(path: str | Path = HW6_AUDIT) -> str:
+    """One line for a study report: how the judge of the audited run agreed with the readers on
+    that run's own answers, and which of the audited comparisons the readers back ('' without
+    an audit file)."""
+    if not Path(path).is_file():
+        return ""
+    result = audit(load_audit(path))
+    a = result["agreement"]
+    backed = sorted({f"{d['first']} vs {d['second']}" for d in result["differences"]
+                     if d["low"] > 0 or d["high"] < 0})
+    return (f"Reader audit of one earlier full run ({Path(path).name}, {result['n']} answers read blind; "
+            f"`python -m experiments.reader_audit`): the judge of that run agreed with the readers at "
+            f"accuracy {a['accuracy']:.2f}, κ {a['kappa']:.2f} on the study's own answers, and called a side "
+            f"for {a['neutral_called_side'] * 100:.0f} % of the answers readers called neutral, so read its "
+            f"side fractions as upper bounds. Differences the readers back: "
+            f"{', '.join(backed) if backed else 'none'}.")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -42,3 +42,9 @@ def test_shipped_hw6_audit_covers_one_full_run():
     # measured (README, hw6): the readers back ratio 1 vs ratio 0 under both decodings
     found = [d for d in out["differences"] if (d["first"], d["second"], d["stance"]) == ("ratio1", "ratio0", "support")]
     assert len(found) == 2 and all(d["low"] > 0 for d in found)
+
+
+def test_audit_sentence_names_what_the_readers_back(tmp_path):
+    assert ra.audit_sentence(tmp_path / "absent.jsonl") == ""
+    line = ra.audit_sentence()
+    assert "κ 0.43" in line and "ratio1 vs ratio0" in line and "ratio1 vs epochs1" not in line
