@@ -112,12 +112,18 @@ def bootstrap_difference(a: Mapping[Any, Sequence[float]], b: Mapping[Any, Seque
     return Interval(estimate, float(low), float(high), level, len(keys))
 
 
+def grouped(keys: Sequence[Any], values: Sequence[float]) -> dict[Any, list[float]]:
+    """``{key: [value, ...]}`` with keys in first-seen order: the per-prompt groups the nested
+    bootstrap resamples (``keys`` and ``values`` of equal length)."""
+    out: dict[Any, list[float]] = {}
+    for k, v in zip(keys, values, strict=True):
+        out.setdefault(k, []).append(float(v))
+    return out
+
+
 def by_prompt(records: Sequence[Any], value) -> dict[Any, list[float]]:
     """``{prompt_id: [value(record), ...]}`` of records that carry ``prompt_id``, in order."""
-    out: dict[Any, list[float]] = {}
-    for r in records:
-        out.setdefault(r.prompt_id, []).append(float(value(r)))
-    return out
+    return grouped([r.prompt_id for r in records], [value(r) for r in records])
 
 
 def excludes_zero(interval: Interval) -> bool:

@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 
 from alignment.agreement import agreement
-from alignment.bootstrap import bootstrap_difference, bootstrap_mean
+from alignment.bootstrap import bootstrap_difference, bootstrap_mean, grouped
 from alignment.stance import LABELS
 
 HW6_AUDIT = Path(__file__).resolve().parent.parent / "alignment" / "datasets" / "stance_hw6_audit.jsonl"
@@ -55,11 +55,8 @@ def load_audit(path: str | Path) -> list[dict]:
 
 def cell_groups(rows: list[dict], model: str, decoding: str, who: str, stance: str) -> dict[str, list[float]]:
     """1.0 / 0.0 per answer (``who`` = "label" for the readers, "judge"), grouped by prompt."""
-    out: dict[str, list[float]] = {}
-    for r in rows:
-        if r["model"] == model and r["decoding"] == decoding:
-            out.setdefault(r["prompt_id"], []).append(float(r[who] == stance))
-    return out
+    cell = [r for r in rows if r["model"] == model and r["decoding"] == decoding]
+    return grouped([r["prompt_id"] for r in cell], [float(r[who] == stance) for r in cell])
 
 
 def audit(rows: list[dict], pairs=HW6_PAIRS) -> dict:

@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 
 from alignment.agreement import agreement, format_agreement
-from alignment.bootstrap import bootstrap_mean
+from alignment.bootstrap import bootstrap_mean, grouped
 from alignment.stance import (LABELS, StanceConfig, decide, validate, features_of, fit_model, grouped_folds, judge_layers,
                               row_weights, training_rows)
 from decoding import load_model
@@ -126,7 +126,7 @@ def recall_intervals(rows, p, config: StanceConfig) -> dict[str, list[float]]:
     out = {}
     for c in LABELS:
         mine = [(r.prompt_id, lab == c) for r, lab in zip(rows, labels) if r.label == c]
-        groups = by_prompt([g for g, _ in mine], [v for _, v in mine])
+        groups = grouped([g for g, _ in mine], [v for _, v in mine])
         if groups:
             ci = bootstrap_mean(list(groups.values()))
             out[c] = [ci.low, ci.high]
@@ -252,17 +252,9 @@ def learning_curve(x: np.ndarray, rows: list, config: StanceConfig, fractions=CU
                     "kappa_range": [float(min(a["kappa"] for a in runs)), float(max(a["kappa"] for a in runs))],
                     "recall": {c: float(np.mean([a["recall"][c] or 0.0 for a in runs])) for c in LABELS}})
     if len(out) > 1:   # paired by answer: the accuracy gain from the smallest share to the largest
-        gain = bootstrap_mean(list(by_prompt(groups, correct[-1] - correct[0]).values()))
+        gain = bootstrap_mean(list(grouped(groups, correct[-1] - correct[0]).values()))
         out[-1]["accuracy_gain"] = {"from_fraction": out[0]["fraction"], "estimate": gain.estimate,
                                     "low": gain.low, "high": gain.high}
-    return out
-
-
-def by_prompt(groups: list, values: np.ndarray) -> dict:
-    """``values`` gathered into one list per prompt (for the nested bootstrap)."""
-    out: dict = {}
-    for g, v in zip(groups, values):
-        out.setdefault(g, []).append(float(v))
     return out
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from alignment.agreement import agreement, cohen_kappa, confusion, reliability
-from alignment.bootstrap import bootstrap_difference, bootstrap_mean, by_prompt, excludes_zero
+from alignment.bootstrap import bootstrap_difference, bootstrap_mean, by_prompt, excludes_zero, grouped
 from decoding.seeds import sample_seed
 from decoding.errors import ConfigError
 
@@ -93,6 +93,13 @@ def test_by_prompt_groups_in_order():
         def __init__(self, prompt_id, v):
             self.prompt_id, self.v = prompt_id, v
     assert by_prompt([R(2, 1), R(1, 0), R(2, 0)], lambda r: r.v) == {2: [1.0, 0.0], 1: [0.0]}
+
+
+def test_grouped_pairs_keys_with_values_and_refuses_unequal_lengths():
+    assert grouped(["b", "a", "b"], [1, 0, 0]) == {"b": [1.0, 0.0], "a": [0.0]}
+    assert list(grouped(["b", "a"], [1, 1])) == ["b", "a"]
+    with pytest.raises(ValueError):
+        grouped(["a", "b"], [1.0])
 
 
 def test_sampling_seeds_differ_across_prompts_and_samples():
