@@ -198,7 +198,7 @@ def answer_records(lm: LM, label: str, jobs: Sequence[tuple], sequences: Sequenc
     """One record per (job, its generated sequence), with its loop (``answer_loop``)."""
     out = []
     for (one, k, item_id, _, config), seq in zip(jobs, sequences):
-        loop = answer_loop(seq.token_ids, pieces=[lm.token_text(t) for t in seq.token_ids])
+        loop = answer_loop(seq.token_ids, pieces=lm.token_pieces(seq.token_ids))
         sampled = one.config.strategy in ("sample", "mirostat")
         out.append(GenerationRecord(label, one.label, item_id, k, seq.text, list(seq.token_ids),
                                     seq.finish_reason,

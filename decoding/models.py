@@ -18,6 +18,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -74,6 +75,27 @@ class LM:
     def token_text(self, token_id: int) -> str:
         """The text one token contributes (special tokens shown as written)."""
         return self.tokenizer.decode([int(token_id)], skip_special_tokens=False)
+
+    def token_pieces(self, ids: Sequence[int]) -> list[str]:
+        """Each token's share of the decoded text, ``"".join(pieces) == decode(ids, False)``.
+
+        Byte-level BPE splits a character such as "ら" over several tokens, and each of them alone
+        decodes to U+FFFD. As in the incremental detokenisers of TGI and vLLM
+        (``detokenize_incrementally``: decode from a prefix offset, release text only once it
+        no longer ends in U+FFFD), such a token gets "" and the token that completes the
+        character gets the character, so the loop detector compares what a reader sees."""
+        ids = [int(i) for i in ids]
+        pieces: list[str] = []
+        prefix = read = 0
+        for i in range(len(ids)):
+            before = self.tokenizer.decode(ids[prefix:read], skip_special_tokens=False)
+            now = self.tokenizer.decode(ids[prefix:i + 1], skip_special_tokens=False)
+            if (len(now) > len(before) and not now.endswith("\ufffd")) or i == len(ids) - 1:
+                pieces.append(now[len(before):])
+                prefix, read = read, i + 1
+            else:
+                pieces.append("")
+        return pieces
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
         return self.tokenizer.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)

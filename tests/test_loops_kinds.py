@@ -375,3 +375,37 @@ def test_header_blocks_that_restate_each_other_in_other_words():
     assert loop.char_onset == text.index("### Explanation") and loop.cycles >= 3
     # a common subsequence keeps one word order: the restatements share under half of it
     assert find_loops(text, rule=LoopRule(block_similarity=0.8)) == []
+
+
+# A real answer of the realign study (dpo-b0.1 at λ = 2, prompt 4): byte-level BPE writes each
+# "ら" as two tokens, each of which alone decodes to U+FFFD.
+RA_LOOP_IDS = [53, 15751, 27409, 198, 7365, 231, 10391, 233, 10391, 227, 46763, 198, 11100, 234, 10391,
+               121, 35130, 198, 11100, 234, 10391, 121, 35130, 11100, 227, 198, 11100, 234, 10391, 121,
+               35130, 11100, 227, 11100, 136] + [10391, 227] * 14 + [10391]
+
+
+def test_token_pieces_give_whole_characters_and_join_to_the_text(embedded):
+    pieces = embedded.token_pieces(RA_LOOP_IDS)
+    assert "".join(pieces) == embedded.decode(RA_LOOP_IDS, skip_special_tokens=False)
+    assert "\ufffd" not in "".join(pieces[:-1])          # only the unfinished last character
+    assert pieces[35:39] == ["", "ら", "", "ら"]
+    ascii_ids = embedded.encode("Hello there. Hello there!", chat=True)
+    assert embedded.token_pieces(ascii_ids) == [embedded.token_text(t) for t in ascii_ids]
+
+
+def test_a_kana_loop_is_found_from_model_pieces_and_from_the_text_alone(embedded):
+    found = only(RA_LOOP_IDS, embedded.token_pieces(RA_LOOP_IDS))
+    text = embedded.decode(RA_LOOP_IDS, skip_special_tokens=False)
+    assert (found.kind, found.period, found.cycles) == ("exact", 2, 14)
+    assert set(text[found.char_span[0]:found.char_span[1]]) == {"ら"}
+    # the lossy per-token texts (every byte token "\ufffd") hid it behind a short early loop
+    lossy = find_loops(RA_LOOP_IDS, [embedded.token_text(t) for t in RA_LOOP_IDS])
+    assert not any(set(text[f.char_span[0]:f.char_span[1]]) == {"ら"} for f in lossy)
+    by_text = only(text.rstrip("\ufffd"))
+    assert (by_text.period, by_text.cycles) == (1, 14)
+
+
+def test_spaceless_scripts_split_into_characters_without_inventing_loops():
+    assert text_pieces("日本の映画 ok") == ["日", "本", "の", "映", "画 ", "ok"]
+    assert find_loops("日本の映画はとても面白いです。私の友達の本の表紙の色は青です。") == []
+    assert find_loops("Plain English text, with no loop at all in it.") == []

@@ -94,9 +94,10 @@ def run_models(prompt: str, adapters: list[str], spec_text: str, max_new_tokens:
             progress.progress(k / len(models), text=f"{label}: generating")
             gen = generate(lm, prompt, config, chat=current.chat)
             seq = gen.sequences[0]
-            loop = answer_loop(seq.token_ids, pieces=[lm.token_text(t) for t in seq.token_ids])
+            pieces = lm.token_pieces(seq.token_ids)
+            loop = answer_loop(seq.token_ids, pieces=pieces)
             answer = {"model": label, "text": seq.text, "token_ids": list(seq.token_ids),
-                      "pieces": [lm.token_text(t) for t in seq.token_ids],
+                      "pieces": pieces,
                       "finish_reason": seq.finish_reason, "loop_period": loop.period if loop else None,
                       "implicit_reward": implicit_reward(lm, base, subject, gen.prompt_ids, list(seq.token_ids))}
             if judge is not None:

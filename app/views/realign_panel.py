@@ -31,7 +31,7 @@ def realign_answer(lm, prompt: str, config: DecodingConfig, lam: float, chat: bo
     """The answer at ``realign=lam``, its loop flag and the speculative view along it."""
     gen = generate(lm, prompt, config.replace(realign=lam), chat=chat, trace=False)
     seq = gen.sequences[0]
-    loop = answer_loop(seq.token_ids, pieces=[lm.token_text(t) for t in seq.token_ids])
+    loop = answer_loop(seq.token_ids, pieces=lm.token_pieces(seq.token_ids))
     answer = {"lambda": lam, "text": seq.text, "token_ids": list(seq.token_ids),
               "finish_reason": seq.finish_reason, "loop_period": loop.period if loop else None,
               "speculative": None}

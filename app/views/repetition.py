@@ -62,7 +62,7 @@ def fix_key(label: str) -> str:
 def generation_subject(label: str, generation, lm) -> dict:
     seq = generation.sequences[0]
     return {"kind": "generation", "label": label, "tokens": list(seq.token_ids),
-            "pieces": [lm.token_text(t) for t in seq.token_ids], "generation": generation,
+            "pieces": lm.token_pieces(seq.token_ids), "generation": generation,
             "note": f"{generation.model} · {len(seq.token_ids)} tokens · finish: "
                     f"{seq.finish_reason} · chain: {' → '.join(generation.chain)}"}
 

@@ -139,7 +139,7 @@ def compare_rows(lm, prompt: str, specs: list, chat: bool, engine: str = "ours",
     for (label, _), config, gen in zip(specs, configs, gens):
         seq = gen.sequences[0]
         tokens = list(seq.token_ids)
-        pieces = [lm.token_text(t) for t in tokens]
+        pieces = lm.token_pieces(tokens)
         loop = main_text_loop(tokens, pieces)
         metrics = sequence_metrics(tokens, seq.text, strict=False) if tokens else {}
         rows.append({

@@ -331,7 +331,7 @@ def run_degeneration(lm: LM | None = None, prompts: PromptSet | None = None,
                         share = elapsed * strategy.rows_per_prompt / batch.rows
                         timings[strategy.label] = timings.get(strategy.label, 0.0) + share
                         record = generation_record(strategy, prompt, seq, share,
-                                                   [lm.token_text(t) for t in seq.token_ids])
+                                                   lm.token_pieces(seq.token_ids))
                         records.append(record)
                         out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     out.flush()

@@ -10,16 +10,23 @@ import numpy as np
 
 from ...errors import DecodingLabError
 
-WORD = re.compile(r"\w+|[^\w\s]+")
+# Scripts written without spaces between words: each character is a word of its own, as BERT's
+# BasicTokenizer does for CJK ideographs (``_tokenize_chinese_chars``, Devlin et al. 2019); we add
+# hiragana, katakana (full and half width), since Japanese has no spaces either. Without it a
+# run such as "らららら" would be one word, and a text-only loop in it invisible.
+SPACELESS = "\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+WORD = re.compile(rf"[{SPACELESS}]|[^\W{SPACELESS}]+|[^\w\s]+")
 HAS_WORD = re.compile(r"\w")
+_PIECE = re.compile(rf"[{SPACELESS}]\s*|[^\s{SPACELESS}]+\s*")
 
 
 def text_pieces(text: str) -> list[str]:
     """Whitespace tokens with their exact surroundings: ``"".join(pieces) == text``; each piece
-    is a word and the whitespace after it (leading whitespace goes with the first word)."""
+    is a word and the whitespace after it (leading whitespace goes with the first word). A
+    character of a script written without spaces (``SPACELESS``) is a piece of its own."""
     if not isinstance(text, str):
         raise DecodingLabError(f"text of type {type(text).__name__} is not supported; allowed: a str")
-    pieces = [m.group(0) for m in re.finditer(r"\S+\s*", text)]
+    pieces = [m.group(0) for m in _PIECE.finditer(text)]
     if pieces:
         lead = len(text) - len(text.lstrip())
         pieces[0] = text[:lead] + pieces[0]
