@@ -11,7 +11,6 @@ import importlib
 import sys
 
 from app.interrupts import accept_interrupts
-from decoding.errors import DecodingLabError
 
 COMMAND_MODULES = [
     "app.cli_generate",
@@ -38,17 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    accept_interrupts()        # a background launch may have inherited SIGINT ignored
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    # First, before the imports: loading torch and transformers takes seconds, and a Stop or a
+    # Ctrl-C then must end the run as an interrupt (exit 130, one line), not as a traceback,
+    # and must not be lost on a launch that inherited SIGINT ignored.
+    accept_interrupts()
     try:
+        return run(argv)
+    except KeyboardInterrupt:
+        print("declab: interrupted", file=sys.stderr)
+        return 130
+
+
+def run(argv: list[str] | None) -> int:
+    """Parse and run one command; a user error (``DecodingLabError``) is one line and exit 2."""
+    from decoding.errors import DecodingLabError   # the decoding package imports torch
+
+    try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args) or 0)
     except DecodingLabError as exc:
         print(f"declab: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("declab: interrupted", file=sys.stderr)
-        return 130
 
 
 if __name__ == "__main__":

@@ -290,3 +290,31 @@ def test_stop_interrupts_the_run_and_leaves_no_partial_output(tmp_path):
     assert not train_runs.stop(job, process)   # a finished process: nothing to do
     train_runs.record_exit(job, 130)
     assert train_runs.job_status(job, None, known=False) == "stopped"
+
+
+def test_a_run_stopped_while_it_still_imports_torch_ends_as_interrupted_without_traceback(tmp_path):
+    """Loading torch takes seconds; a Stop then (here: while a stand-in for a slow disk holds the
+    import of torch) is exit 130 and one line, also on a launch that inherited SIGINT ignored."""
+    import signal
+    import subprocess
+    import sys
+
+    script = ("import sys, time, importlib.abc\n"
+              "class Slow(importlib.abc.MetaPathFinder):\n"
+              "    def find_spec(self, name, path, target=None):\n"
+              "        if name == 'torch':\n"
+              "            print('importing torch', flush=True); time.sleep(60)\n"
+              "        return None\n"
+              "sys.meta_path.insert(0, Slow())\n"
+              "from app.cli import main\n"
+              "raise SystemExit(main(['train', '--help']))\n")
+    process = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, start_new_session=True, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert process.stdout.readline().strip() == "importing torch"
+    job = train_runs.TrainJob(name="j", out_dir=str(tmp_path / "out"), job_dir=str(tmp_path),
+                              command=[], pid=process.pid)
+    assert train_runs.stop(job, process)
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130
+    assert err.strip() == "declab: interrupted"
