@@ -20,6 +20,7 @@ STUDIES: dict[str, str] = {
     "prefmath": "experiments.prefmath_study:main",
     "stance-judge": "experiments.stance_judge_eval:main",
     "realign": "experiments.realign:main",
+    "stance-judge-tuned": "experiments.stance_judge_tuned:main",
 }
 
 

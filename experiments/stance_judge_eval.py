@@ -167,7 +167,13 @@ ENSEMBLE = ("context, 3-way", "verdict, 3-way")
 TUNED = (("context+verdict", "0.67"), ("context+verdict", DEPTHS))
 
 
-def sweep(lm: LM, variants: dict[str, StanceConfig] | None = None) -> dict[str, dict]:
+# ``--quick`` (the lab's Studies page): the first classifier beside the shipped judge, no tuning
+# grid, no learning curve.
+QUICK_VARIANTS = {"baseline: answer, refs, 2-way": VARIANTS["baseline: answer, refs, 2-way"],
+                  "shipped judge (StanceConfig defaults)": StanceConfig()}
+
+
+def sweep(lm: LM, variants: dict[str, StanceConfig] | None = None, tune: bool = True) -> dict[str, dict]:
     out, probs = {}, {}
     for name, config in (variants or VARIANTS).items():
         probs[name] = variant_probabilities(lm, config, baseline=name.startswith("baseline"))
@@ -175,7 +181,7 @@ def sweep(lm: LM, variants: dict[str, StanceConfig] | None = None) -> dict[str, 
                      "test": score(probs[name]["test_rows"], probs[name]["test_p"], config),
                      "test_parts": round_scores(probs[name]["test_rows"], probs[name]["test_p"], config)}
         print(format_agreement(name + " [test]", out[name]["test"]), flush=True)
-    for kinds, layers in TUNED:
+    for kinds, layers in TUNED if tune else ():
         config, found = tuned(lm, StanceConfig(features=kinds, layers=layers))
         name = f"{kinds} at {layers}, tuned on dev (l2 {config.l2:g}, ref. weight {config.reference_weight:g}, " \
                f"{'balanced' if config.balance_classes else 'unbalanced'}, min side p {config.min_side_probability:g})"
@@ -317,11 +323,11 @@ def report_text(results: dict[str, dict], curve: list[dict] | None = None) -> st
     return "\n".join(lines)
 
 
-def run_stance_judge(root: str = "runs", model: str | None = None) -> str:
+def run_stance_judge(root: str = "runs", model: str | None = None, quick: bool = False) -> str:
     lm = load_model(model)
-    with open_run(STUDY, root, {"model": model or "embedded"}) as run:
-        results = sweep(lm)
-        curve = shipped_curve(lm)
+    with open_run(STUDY, root, {"model": model or "embedded", "quick": quick}) as run:
+        results = sweep(lm, QUICK_VARIANTS, tune=False) if quick else sweep(lm)
+        curve = [] if quick else shipped_curve(lm)
         write_json_atomic(run.path / "results.json", {"judges": results, "learning_curve": curve})
         write_text_atomic(run.path / "report.md", report_text(results, curve))
     return str(run.path)
@@ -333,8 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog=f"declab experiment {STUDY}", description=__doc__.splitlines()[0])
     p.add_argument("--root", default="runs", help="where run directories go")
     p.add_argument("--model", default=None, help="base model (default: the embedded SmolLM2-135M-Instruct)")
+    p.add_argument("--quick", action="store_true",
+                   help="the first classifier and the shipped judge only: no tuning grid, no learning curve")
     args = p.parse_args(argv)
-    print(f"report: {run_stance_judge(args.root, args.model)}/report.md")
+    print(f"report: {run_stance_judge(args.root, args.model, args.quick)}/report.md")
     return 0
 
 

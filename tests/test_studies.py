@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import app.cli
+from app.cli_experiment import STUDIES
 from alignment.stance import StanceConfig
 from decoding.errors import DecodingLabError
 from experiments import decoding_vs_alignment, dpo_vs_orpo, hw6
@@ -216,3 +217,12 @@ def test_dpo_vs_orpo_takes_the_training_direction_and_rate():
     assert (settings.support_ratio, settings.learning_rate) == (0, 1e-3)
     with pytest.raises(DecodingLabError, match=re.escape("support_ratio=-0.5 is out of range")):
         dpo_vs_orpo.DpoOrpoSettings(support_ratio=-0.5)
+
+
+@pytest.mark.parametrize("name", sorted(STUDIES))
+def test_every_study_has_the_quick_mode_the_studies_page_starts(name, capsys):
+    """The lab's Studies page runs ``declab experiment NAME --quick`` for every study it lists."""
+    with pytest.raises(SystemExit) as exit_info:
+        app.cli.main(["experiment", name, "--help"])
+    assert exit_info.value.code == 0
+    assert "--quick" in capsys.readouterr().out
