@@ -45,6 +45,7 @@ from decoding.io import write_json_atomic, write_text_atomic
 from decoding.models import LM
 
 from .runs import open_run
+from .stance_judge_eval import recall_intervals
 
 STUDY = "stance-judge-tuned"
 
@@ -176,13 +177,7 @@ def judge_row(name: str, rows: Sequence[LabelledAnswer], p: np.ndarray, stance: 
     labels = decide(p, stance)
     gold = [r.label for r in rows]
     a = agreement(gold, labels, LABELS, p_support=p[:, 0], p_label=p.max(1))
-    ci = {}
-    for c in LABELS:
-        mine = [i for i, g in enumerate(gold) if g == c]
-        if mine:
-            iv = bootstrap_mean(list(grouped([rows[i].prompt_id for i in mine],
-                                             [labels[i] == c for i in mine]).values()))
-            ci[c] = [iv.low, iv.high]
+    ci = recall_intervals(rows, p, stance)
     return {"judge": name, **{k: a[k] for k in ("n", "accuracy", "recall", "macro_f1", "kappa", "neutral_called_side",
                                                   "neutral_called_side_confident", "ece")},
             "recall_ci": ci, "labels": labels}
